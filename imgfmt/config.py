@@ -1,0 +1,91 @@
+"""Finding and reading imgfmt's configuration: Glance's INI dialect.
+
+A glance-api.conf works as it is. The file is found, in order, from an explicit path
+(``--config-file``), the ``IMGFMT_CONFIG`` environment variable, then
+``$XDG_CONFIG_HOME/imgfmt/imgfmt.conf`` and ``/etc/imgfmt/imgfmt.conf``. No file at all is
+fine: every option has a default.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+ENV_VAR = "IMGFMT_CONFIG"
+
+
+class ConfigError(UsageError):
+    """A configuration value is wrong; the message names file, section and option."""
+
+    def __init__(self, path: str, section: str, option: str, problem: str) -> None:
+        self.path = path
+        self.section = section
+        self.option = option
+        super().__init__(f"{path}: [{section}] {option}: {problem}")
+
+
+def config_candidates() -> list[Path]:
+    """The places searched for a configuration file when none is named."""
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    return [Path(xdg) / "imgfmt" / "imgfmt.conf", Path("/etc/imgfmt/imgfmt.conf")]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A parsed configuration file (or the empty one)."""
+
+    path: str
+    parser: configparser.RawConfigParser
+
+    @classmethod
+    def load(cls, explicit: str | os.PathLike[str] | None = None) -> Config:
+        """Load the configuration from the first place that has one."""
+        named = explicit or os.environ.get(ENV_VAR)
+        if named:
+            path = Path(named)
+            if not path.is_file():
+                source = "--config-file" if explicit else ENV_VAR
+                raise UsageError(f"{path}: configuration file (from {source}) does not exist")
+            return cls.read(path)
+        for candidate in config_candidates():
+            if candidate.is_file():
+                return cls.read(candidate)
+        return cls("<defaults>", configparser.RawConfigParser(strict=False))
+
+    @classmethod
+    def read(cls, path: Path) -> Config:
+        parser = configparser.RawConfigParser(strict=False, interpolation=None)
+        try:
+            with open(path, encoding="utf-8") as f:
+                parser.read_file(f)
+        except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+            raise UsageError(f"{path}: cannot read configuration: {exc}") from exc
+        return cls(str(path), parser)
+
+    def get(self, section: str, option: str) -> str | None:
+        """The raw value, looked up in ``section`` then ``[DEFAULT]``, or ``None``."""
+        if self.parser.has_option(section, option):
+            value = self.parser.get(section, option)
+            return value.strip() if value is not None else None
+        return None
+
+    def get_list(self, section: str, option: str) -> list[str] | None:
+        value = self.get(section, option)
+        if value is None:
+            return None
+        return [item.strip() for item in value.split(",") if item.strip()]
+
+    def get_bool(self, section: str, option: str) -> bool | None:
+        value = self.get(section, option)
+        if value is None:
+            return None
+        lowered = value.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(self.path, section, option, f"{value!r} is not a boolean")

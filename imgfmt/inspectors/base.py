@@ -1,0 +1,87 @@
+"""The contract every disk-format inspector fulfils.
+
+An inspector is a class with two class methods:
+
+- ``probe(source)``: cheap magic check, a few small reads, no exceptions for short files.
+- ``inspect(source)``: parse and check everything qemu-img 7.2 would honour for this format,
+  returning an ``Inspection``. Structural defects that stop parsing raise ``FormatError``
+  (``TruncatedError`` for short data); everything else that is wrong is a finding.
+
+Inspectors never read a whole image: each read is bounded by a named cap in the module.
+"""
+
+from __future__ import annotations
+
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..errors import FormatError, TruncatedError
+from ..report import Finding
+from ..source import Source
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What one inspector learned: the virtual size, format details and findings."""
+
+    format: str
+    virtual_size: int
+    details: Mapping[str, Any] = field(default_factory=dict)
+    findings: tuple[Finding, ...] = ()
+
+
+class Inspector(ABC):
+    """Base class of the disk-format inspectors; see the module docstring."""
+
+    #: Glance's name of the disk format.
+    format: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def probe(cls, source: Source) -> bool:
+        """True when the source carries this format's signature."""
+
+    @classmethod
+    @abstractmethod
+    def inspect(cls, source: Source) -> Inspection:
+        """Parse and check the image; see the module docstring."""
+
+    @classmethod
+    def read(cls, source: Source, offset: int, length: int, what: str) -> bytes:
+        """Exactly ``length`` bytes at ``offset`` or a ``TruncatedError`` naming ``what``."""
+        data = source.read(offset, length)
+        if len(data) != length:
+            raise TruncatedError(
+                cls.format,
+                f"{what} at {offset:#x} needs {length} bytes, file has {len(data)} there",
+                offset=offset,
+                field=what,
+            )
+        return data
+
+    @classmethod
+    def unpack(
+        cls, layout: struct.Struct, source: Source, offset: int, what: str
+    ) -> tuple[Any, ...]:
+        """Read and unpack one fixed-size record."""
+        return layout.unpack(cls.read(source, offset, layout.size, what))
+
+    @classmethod
+    def error(
+        cls, message: str, offset: int | None = None, field: str | None = None
+    ) -> FormatError:
+        """A ``FormatError`` for this format, to be raised by the caller."""
+        return FormatError(cls.format, message, offset=offset, field=field)
+
+
+def probe_bytes(source: Source, offset: int, length: int) -> bytes:
+    """Bytes for a probe: short reads and unverifiable stream reads give ``b""``."""
+    from ..errors import UnverifiableError
+
+    try:
+        return source.read(offset, length)
+    except UnverifiableError:
+        return b""

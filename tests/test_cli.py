@@ -1,0 +1,134 @@
+"""``imgfmt inspect`` as a user runs it: output formats, columns, exit codes, stdin."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from imgfmt.cli.main import cli
+
+
+def _qcow2(path: Path, size: str = "1M", *extra: str) -> Path:
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *extra, str(path), size], check=True)
+    return path
+
+
+@pytest.fixture()
+def safe_image(tmp_path: Path) -> Path:
+    return _qcow2(tmp_path / "disk.qcow2")
+
+
+@pytest.fixture()
+def backed_image(tmp_path: Path) -> Path:
+    base = _qcow2(tmp_path / "base.qcow2")
+    return _qcow2(tmp_path / "top.qcow2", "1M", "-b", str(base), "-F", "qcow2")
+
+
+def _run(*args: str, input: bytes | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), input=input)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_table_for_a_safe_image(safe_image: Path) -> None:
+    code, out, _ = _run("inspect", str(safe_image))
+    assert code == 0
+    assert "qcow2" in out
+    assert "1048576" in out
+
+
+def test_json_schema(safe_image: Path) -> None:
+    code, out, _ = _run("inspect", "-f", "json", str(safe_image))
+    assert code == 0
+    [report] = json.loads(out)
+    assert report["schema"] == 1
+    assert report["disk_format"] == "qcow2"
+    assert report["virtual_size"] == 1 << 20
+    assert report["safe"] is True
+    assert set(report) >= {"path", "container_format", "actual_size", "details", "findings"}
+
+
+def test_value_columns(safe_image: Path) -> None:
+    code, out, _ = _run(
+        "inspect", "-f", "value", "-c", "disk_format", "-c", "virtual_size", str(safe_image)
+    )
+    assert (code, out) == (0, "qcow2 1048576\n")
+
+
+def test_backing_file_is_unsafe(backed_image: Path) -> None:
+    code, out, _ = _run("inspect", "-f", "json", str(backed_image))
+    assert code == 1
+    [report] = json.loads(out)
+    assert "backing-file" in {f["code"] for f in report["findings"]}
+
+
+def test_expect_format_mismatch_and_size_cap(safe_image: Path) -> None:
+    code, out, _ = _run(
+        "inspect",
+        "-f",
+        "json",
+        "--expect-format",
+        "raw",
+        "--max-virtual-size",
+        "512K",
+        str(safe_image),
+    )
+    assert code == 1
+    codes = {f["code"] for f in json.loads(out)[0]["findings"]}
+    assert codes == {"format-mismatch", "virtual-size-exceeded"}
+
+
+def test_stdin(safe_image: Path) -> None:
+    code, out, _ = _run(
+        "inspect", "-f", "value", "-c", "disk_format", "-", input=safe_image.read_bytes()
+    )
+    assert (code, out) == (0, "qcow2\n")
+
+
+def test_missing_file_is_exit_2_and_named(tmp_path: Path, safe_image: Path) -> None:
+    missing = tmp_path / "missing.img"
+    code, out, err = _run(
+        "inspect", "-f", "value", "-c", "disk_format", str(safe_image), str(missing)
+    )
+    assert code == 2
+    assert str(missing) in err
+    assert out == "qcow2\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("-c", "nonsense"), ("--expect-format", "floppy"), ("--max-virtual-size", "lots")],
+)
+def test_usage_errors_exit_2(safe_image: Path, args: tuple[str, str]) -> None:
+    code, _, err = _run("inspect", *args, str(safe_image))
+    assert code == 2
+    assert err.startswith("imgfmt: ")
+
+
+def test_control_characters_never_reach_the_terminal(tmp_path: Path) -> None:
+    base = _qcow2(tmp_path / "b.qcow2")
+    evil = tmp_path / "evil.qcow2"
+    _qcow2(evil, "1M", "-b", str(base), "-F", "qcow2")
+    name = str(base).encode()
+    hostile = b"\x1b]0;pwned\x07\x1b[2J" + name[len(b"\x1b]0;pwned\x07\x1b[2J") :]
+    data = evil.read_bytes().replace(name, hostile[: len(name)])
+    evil.write_bytes(data)
+    for fmt in ("table", "value", "json"):
+        code, out, _ = _run("inspect", "-f", fmt, str(evil))
+        assert code == 1
+        assert "\x1b" not in out and "\x07" not in out
+
+
+def test_console_script_runs(safe_image: Path) -> None:
+    exe = Path(sys.executable).parent / "imgfmt"
+    proc = subprocess.run(
+        [str(exe), "inspect", "-f", "value", "-c", "safe", str(safe_image)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "true\n")
