@@ -28,6 +28,29 @@ class ConfigError(UsageError):
         super().__init__(f"{path}: [{section}] {option}: {problem}")
 
 
+class _MultiValueDict(dict[str, object]):
+    """Option storage that keeps every value of a repeated option (oslo.config's MultiStrOpt).
+
+    While parsing, configparser stores each value as a list of lines; a repeated option's
+    lines are appended instead of replacing the earlier ones, so ``get_multi`` sees them all.
+    """
+
+    def __setitem__(self, key: str, value: object) -> None:
+        old = self.get(key)
+        if isinstance(value, list) and isinstance(old, list):
+            old.extend(value)
+        else:
+            super().__setitem__(key, value)
+
+
+def _parser() -> configparser.RawConfigParser:
+    return configparser.RawConfigParser(
+        strict=False,
+        interpolation=None,
+        dict_type=_MultiValueDict,  # type: ignore[arg-type]
+    )
+
+
 def config_candidates() -> list[Path]:
     """The places searched for a configuration file when none is named."""
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
@@ -54,11 +77,11 @@ class Config:
         for candidate in config_candidates():
             if candidate.is_file():
                 return cls.read(candidate)
-        return cls("<defaults>", configparser.RawConfigParser(strict=False))
+        return cls("<defaults>", _parser())
 
     @classmethod
     def read(cls, path: Path) -> Config:
-        parser = configparser.RawConfigParser(strict=False, interpolation=None)
+        parser = _parser()
         try:
             with open(path, encoding="utf-8") as f:
                 parser.read_file(f)
@@ -78,6 +101,22 @@ class Config:
         if value is None:
             return None
         return [item.strip() for item in value.split(",") if item.strip()]
+
+    def get_multi(self, section: str, option: str) -> list[str]:
+        """Every value of an option that may be repeated (one per line), or ``[]``."""
+        value = self.get(section, option)
+        if value is None:
+            return []
+        return [line.strip() for line in value.splitlines() if line.strip()]
+
+    def get_int(self, section: str, option: str, default: int) -> int:
+        value = self.get(section, option)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value, 0)
+        except ValueError:
+            raise ConfigError(self.path, section, option, f"{value!r} is not a number") from None
 
     def get_bool(self, section: str, option: str) -> bool | None:
         value = self.get(section, option)

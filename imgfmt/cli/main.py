@@ -7,7 +7,6 @@ Subcommands import their modules lazily so that ``imgfmt inspect`` starts fast.
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 import click
 
@@ -17,7 +16,10 @@ EXIT_ERROR = 2
 
 #: Command name -> "module:attribute" under imgfmt.cli.
 _COMMANDS = {
+    "convert": "convert:convert_command",
     "inspect": "inspect:inspect_command",
+    "image": "image:image_group",
+    "store": "store:store_group",
 }
 
 
@@ -57,10 +59,19 @@ def cli(ctx: click.Context, config_file: str | None, verbose: int) -> None:
     ctx.obj = {"config_file": config_file}
 
 
-def main(argv: list[str] | None = None) -> Any:
-    """Console-script entry point."""
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: click's own handling, with imgfmt's exit codes."""
+    from ..errors import ImgfmtError
+
     try:
-        return cli.main(args=argv, prog_name="imgfmt")
-    except KeyboardInterrupt:
+        result = cli.main(args=argv, prog_name="imgfmt", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_ERROR
+    except ImgfmtError as exc:
+        click.echo(f"imgfmt: {exc}", err=True)
+        return EXIT_ERROR
+    except (KeyboardInterrupt, click.Abort):
         click.echo("imgfmt: interrupted", err=True)
-        raise SystemExit(130) from None
+        return 130
+    return result if isinstance(result, int) else EXIT_OK

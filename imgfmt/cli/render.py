@@ -16,6 +16,8 @@ import click
 from ..report import printable
 
 FORMATS = ("table", "json", "value")
+#: Table width when stdout is not a terminal: wide enough for a sha512 hex digest row.
+PIPE_WIDTH = 250
 
 
 def error(message: str) -> None:
@@ -60,7 +62,8 @@ def emit_table(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(Text(scalar(v)) for v in row))
-    console = Console(markup=False, highlight=False, emoji=False, soft_wrap=False)
+    width = None if stdout_is_terminal() else PIPE_WIDTH
+    console = Console(markup=False, highlight=False, emoji=False, soft_wrap=False, width=width)
     console.print(table)
 
 
@@ -76,3 +79,58 @@ def select(columns: Sequence[str], wanted: Sequence[str]) -> list[str]:
 
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+class Progress:
+    """Byte progress: a rich bar on a terminal, a line per 10% otherwise, nothing if quiet.
+
+    Use as a context manager; call the instance with the bytes done so far.
+    """
+
+    def __init__(self, label: str, total: int | None, enabled: bool = True) -> None:
+        self.label = printable(label)
+        self.total = total
+        self.enabled = enabled
+        self._bar: Any = None
+        self._task: Any = None
+        self._next_report = 10
+
+    def __enter__(self) -> Progress:
+        if self.enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+            from rich.progress import Progress as Bar
+
+            console = Console(stderr=True, markup=False, highlight=False)
+            self._bar = Bar(
+                "{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total)
+        return self
+
+    def __call__(self, done: int) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done)
+        elif self.total:
+            percent = done * 100 // self.total
+            if percent >= self._next_report:
+                click.echo(f"{self.label}: {percent}% ({done}/{self.total} bytes)", err=True)
+                self._next_report = percent - percent % 10 + 10
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,209 @@
+"""The filesystem backend, with glance_store's filesystem driver's options and layout.
+
+Options (section of the backend): ``filesystem_store_datadir`` or the repeatable
+``filesystem_store_datadirs = PATH:PRIORITY``, ``filesystem_store_file_perm``,
+``filesystem_store_chunk_size``, ``filesystem_thin_provisioning``,
+``filesystem_store_metadata_file``. Data lives at ``<datadir>/<image id>`` with location
+``file://<datadir>/<image id>``, as Glance's driver leaves it.
+
+A write goes to ``<datadir>/.<id>.<pid>.imgfmt-partial`` and is renamed when complete. The
+data is not fsynced before the rename, as in Glance's driver: a crash of the process never
+exposes partial data under the final name, a crash of the machine may.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlparse
+
+from ..config import ConfigError
+from .base import Backend, Stored, pid_alive
+from .catalog import Location
+from .config import BackendSpec, data_dir
+from .errors import NotFound, StoreError, StoreFull
+
+GLANCE_DEFAULT_DATADIR = "/var/lib/glance/images/"
+DEFAULT_CHUNK_SIZE = 64 * 1024
+_PARTIAL = re.compile(r"^\.(?P<id>[^.]+)\.(?P<pid>\d+)\.imgfmt-partial$")
+
+
+@dataclass(frozen=True)
+class Datadir:
+    path: Path
+    priority: int
+
+    def free(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+
+class FileBackend(Backend):
+    """Image files in one or more local directories."""
+
+    type: ClassVar[str] = "file"
+
+    def __init__(self, spec: BackendSpec) -> None:
+        super().__init__(spec)
+        self.datadirs = _datadirs(spec)
+        cfg, section = spec.config, spec.section
+        self.file_perm = cfg.get_int(section, "filesystem_store_file_perm", 0)
+        self.chunk_size = cfg.get_int(section, "filesystem_store_chunk_size", DEFAULT_CHUNK_SIZE)
+        self.thin = bool(cfg.get_bool(section, "filesystem_thin_provisioning"))
+        self.metadata = _metadata(spec)
+        for datadir in self.datadirs:
+            try:
+                datadir.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"store {self.id}: cannot create datadir {datadir.path}: {exc.strerror}"
+                ) from exc
+
+    def choose_datadir(self, size: int | None) -> Datadir:
+        """Glance's choice: the highest priority with room, and in it the most free space."""
+        for priority in sorted({d.priority for d in self.datadirs}, reverse=True):
+            candidates = [(d.free(), d) for d in self.datadirs if d.priority == priority]
+            roomy = [(free, d) for free, d in candidates if size is None or free >= size]
+            if roomy:
+                return max(roomy, key=lambda pair: pair[0])[1]
+        raise StoreFull(
+            f"store {self.id}: no datadir has room for {size} bytes "
+            f"({', '.join(str(d.path) for d in self.datadirs)})"
+        )
+
+    def add(self, image_id: str, chunks: Iterable[bytes], size: int | None) -> Stored:
+        datadir = self.choose_datadir(size)
+        final = datadir.path / image_id
+        if final.exists():
+            raise StoreError(f"store {self.id}: {final} already exists")
+        partial = datadir.path / f".{image_id}.{os.getpid()}.imgfmt-partial"
+        try:
+            written = self._write(partial, chunks)
+            if self.file_perm > 0:
+                os.chmod(partial, self.file_perm)
+            os.rename(partial, final)
+        except BaseException as exc:
+            partial.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise self._os_error(exc, datadir.path) from exc
+            raise
+        url = "file://" + str(final)
+        return Stored(Location(url, self.id, dict(self.metadata)), written)
+
+    def _write(self, path: Path, chunks: Iterable[bytes]) -> int:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        written, hole = 0, False
+        try:
+            for chunk in chunks:
+                hole = self.thin and chunk == bytes(len(chunk))
+                if hole:
+                    os.lseek(fd, len(chunk), os.SEEK_CUR)
+                else:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                written += len(chunk)
+            if hole:
+                os.ftruncate(fd, written)
+        finally:
+            os.close(fd)
+        return written
+
+    def _os_error(self, exc: OSError, where: Path) -> StoreError:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StoreFull(f"store {self.id}: {where} is full; free space or add a datadir")
+        return StoreError(f"store {self.id}: writing in {where} failed: {exc.strerror}")
+
+    def _path(self, location: Location) -> Path:
+        parsed = urlparse(location.url)
+        if parsed.scheme != "file":
+            raise StoreError(f"store {self.id}: {location.url} is not a file location")
+        return Path(unquote(parsed.path))
+
+    def read(self, location: Location) -> Iterator[bytes]:
+        path = self._path(location)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed by the generator's with
+        except FileNotFoundError:
+            raise NotFound(f"store {self.id}: data file {path} is missing") from None
+        except OSError as exc:
+            raise StoreError(f"store {self.id}: cannot read {path}: {exc.strerror}") from exc
+        with f:
+            while chunk := f.read(max(self.chunk_size, 1 << 20)):
+                yield chunk
+
+    def delete(self, location: Location) -> None:
+        path = self._path(location)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise NotFound(f"store {self.id}: data file {path} was already gone") from None
+        except OSError as exc:
+            raise StoreError(f"store {self.id}: cannot delete {path}: {exc.strerror}") from exc
+
+    def free_space(self) -> int:
+        return sum(d.free() for d in self.datadirs)
+
+    def cleanup(self) -> list[str]:
+        removed = []
+        for datadir in self.datadirs:
+            for entry in os.scandir(datadir.path):
+                match = _PARTIAL.match(entry.name)
+                if match and not pid_alive(int(match["pid"])):
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+        return removed
+
+
+def _datadirs(spec: BackendSpec) -> list[Datadir]:
+    cfg, section = spec.config, spec.section
+    single = cfg.get(section, "filesystem_store_datadir")
+    multi = cfg.get_multi(section, "filesystem_store_datadirs")
+    if single and multi:
+        raise ConfigError(
+            cfg.path,
+            section,
+            "filesystem_store_datadirs",
+            "set either filesystem_store_datadir or filesystem_store_datadirs",
+        )
+    if multi:
+        return [_parse_datadir(item) for item in multi]
+    if single:
+        return [Datadir(Path(single), 0)]
+    default = data_dir() / "images" if spec.embedded else Path(GLANCE_DEFAULT_DATADIR)
+    return [Datadir(default, 0)]
+
+
+def _parse_datadir(item: str) -> Datadir:
+    directory, sep, priority = item.rpartition(":")
+    if not sep or not priority.strip().isdigit():
+        return Datadir(Path(item), 0)
+    return Datadir(Path(directory), int(priority))
+
+
+def _metadata(spec: BackendSpec) -> dict[str, Any]:
+    name = spec.option("filesystem_store_metadata_file")
+    if not name:
+        return {}
+    try:
+        data = json.loads(Path(name).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            spec.config.path, spec.section, "filesystem_store_metadata_file", f"{name}: {exc}"
+        ) from exc
+    if isinstance(data, list):
+        data = next((d for d in data if isinstance(d, dict)), {})
+    if not isinstance(data, dict) or "id" not in data:
+        raise ConfigError(
+            spec.config.path,
+            spec.section,
+            "filesystem_store_metadata_file",
+            f"{name} must hold a JSON object with an 'id' key",
+        )
+    return data

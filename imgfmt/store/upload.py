@@ -1,0 +1,265 @@
+"""``image create``: inspect, then stream the bytes once into a backend, hashing as they pass.
+
+The order is Glance's, made strict: the image is inspected before anything is written; an
+unsafe image writes nothing and creates no record. The record goes queued -> saving ->
+active, and on any failure (an error, Ctrl-C, SIGTERM) the backend removes its partial data
+and the record is marked killed with the reason.
+
+From a stream (``--file -``) only the head has been seen when writing starts: detection runs on
+it, ignoring only what a head cannot judge (a table past the bytes seen so far), and the full
+inspection runs again on the head and tail once the stream ends. A failure then removes what
+was written.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import BinaryIO
+
+from ..detect import inspect
+from ..errors import SourceError
+from ..policy import Policy
+from ..report import Code, ImageReport, Severity
+from ..source import STREAM_HEAD_WINDOW, STREAM_TAIL_WINDOW, BytesSource, StreamSource
+from .base import Backend, Stored
+from .catalog import Catalog, ImageRecord
+from .config import StoreConfig
+from .errors import ImageRefused, Interrupted
+from .hashing import ParallelHasher
+
+#: Bytes read from the input at a time (and handed to the hashers and the backend).
+PIPE_CHUNK = 4 * 1024 * 1024
+#: Record property naming the process that is uploading; gone once the image is active.
+UPLOAD_PID = "imgfmt_upload_pid"
+#: Record property with the reason an upload was killed.
+KILL_REASON = "imgfmt_kill_reason"
+#: Codes a stream's head alone cannot judge: the structure may continue past the head.
+_NEEDS_END = frozenset({Code.TRUNCATED, Code.OUT_OF_BOUNDS, Code.STREAM_UNVERIFIABLE})
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """What ``imgfmt image create`` was asked to do."""
+
+    name: str | None
+    file: str
+    disk_format: str | None = None
+    container_format: str | None = None
+    store: str | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+
+def create_image(
+    request: CreateRequest,
+    config: StoreConfig,
+    catalog: Catalog,
+    policy: Policy,
+    progress: Progress | None = None,
+    stdin: BinaryIO | None = None,
+) -> ImageRecord:
+    """Inspect and upload one image; return its active record.
+
+    ``request.file == "-"`` reads ``stdin`` (default: the process's standard input).
+    """
+    backend = config.spec(request.store).backend()
+    if request.file == "-":
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        return _from_stream(request, config, catalog, policy, backend, stream, progress)
+    report = inspect(request.file, policy=policy, expect_format=request.disk_format)
+    _refuse_unsafe(report, request.file)
+    size = report.actual_size
+    with open(request.file, "rb") as f:
+        return _upload(request, config, catalog, backend, report, _chunks(f, progress), size)
+
+
+def _from_stream(
+    request: CreateRequest,
+    config: StoreConfig,
+    catalog: Catalog,
+    policy: Policy,
+    backend: Backend,
+    stream: BinaryIO,
+    progress: Progress | None,
+) -> ImageRecord:
+    head = _read_head(stream)
+    early = inspect(BytesSource(head, "<stdin>"), policy=policy, expect_format=request.disk_format)
+    complete = len(head) < STREAM_HEAD_WINDOW
+    _refuse_unsafe(early, "<stdin>", ignore=frozenset() if complete else _NEEDS_END)
+    tee = _Tee(head, stream, progress)
+
+    def final_check(report: ImageReport) -> ImageReport:
+        if complete:
+            return report
+        final = inspect(tee.source(), policy=policy, expect_format=request.disk_format)
+        _refuse_unsafe(final, "<stdin> (once the whole stream was seen)")
+        return final
+
+    return _upload(request, config, catalog, backend, early, iter(tee), None, final_check)
+
+
+def _upload(
+    request: CreateRequest,
+    config: StoreConfig,
+    catalog: Catalog,
+    backend: Backend,
+    report: ImageReport,
+    chunks: Iterator[bytes],
+    size: int | None,
+    final_check: Callable[[ImageReport], ImageReport] = lambda report: report,
+) -> ImageRecord:
+    properties = {**request.properties, UPLOAD_PID: str(os.getpid())}
+    record = catalog.create(
+        request.name,
+        request.disk_format or report.disk_format,
+        request.container_format or report.container_format,
+        properties,
+    )
+    hasher = ParallelHasher(config.hashing_algorithm)
+    try:
+        with _sigterm_interrupts():
+            catalog.update(record.id, status="saving")
+            stored = backend.add(record.id, _hashed(chunks, hasher), size)
+            try:
+                report = final_check(report)
+            except BaseException:
+                backend.delete(stored.location)
+                raise
+        md5, os_hash = hasher.finish()
+    except BaseException as exc:
+        hasher.close()
+        _kill(catalog, record, exc)
+        raise
+    return _activate(catalog, record, report, stored, md5, os_hash, config.hashing_algorithm)
+
+
+def _activate(
+    catalog: Catalog,
+    record: ImageRecord,
+    report: ImageReport,
+    stored: Stored,
+    md5: str,
+    os_hash: str,
+    algorithm: str,
+) -> ImageRecord:
+    properties = {k: v for k, v in record.properties.items() if k != UPLOAD_PID}
+    return catalog.update(
+        record.id,
+        status="active",
+        size=stored.size,
+        virtual_size=report.virtual_size,
+        checksum=md5,
+        os_hash_algo=algorithm,
+        os_hash_value=os_hash,
+        locations=(stored.location,),
+        properties=properties,
+    )
+
+
+def _kill(catalog: Catalog, record: ImageRecord, exc: BaseException) -> None:
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, KeyboardInterrupt | Interrupted):
+        reason = "interrupted"
+    current = catalog.get(record.id)
+    properties = {k: v for k, v in current.properties.items() if k != UPLOAD_PID}
+    properties[KILL_REASON] = reason
+    catalog.update(record.id, status="killed", properties=properties)
+
+
+def _refuse_unsafe(report: ImageReport, name: str, ignore: frozenset[Code] = frozenset()) -> None:
+    blocking = [
+        f for f in report.findings if f.severity is Severity.UNSAFE and f.code not in ignore
+    ]
+    if blocking:
+        summary = "; ".join(f"{f.code}: {f.message}" for f in blocking)
+        raise ImageRefused(f"{name}: refused, nothing was written: {summary}", report)
+
+
+def _chunks(f: BinaryIO, progress: Progress | None) -> Iterator[bytes]:
+    """The input in ``PIPE_CHUNK`` pieces; a failing read is the input's fault, not the store's."""
+    done = 0
+    while True:
+        try:
+            chunk = f.read(PIPE_CHUNK)
+        except OSError as exc:
+            name = getattr(f, "name", "<stdin>")
+            raise SourceError(
+                f"{name}: reading the image failed after {done} bytes: {exc}"
+            ) from exc
+        if not chunk:
+            return
+        yield chunk
+        done += len(chunk)
+        if progress:
+            progress(done)
+
+
+def _hashed(chunks: Iterator[bytes], hasher: ParallelHasher) -> Iterator[bytes]:
+    for chunk in chunks:
+        hasher.update(chunk)
+        yield chunk
+
+
+def _read_head(stream: BinaryIO) -> bytes:
+    buf = bytearray()
+    while len(buf) < STREAM_HEAD_WINDOW:
+        chunk = stream.read(STREAM_HEAD_WINDOW - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+class _Tee:
+    """Yields a stream's chunks (the head first) and keeps its tail for the final check."""
+
+    def __init__(self, head: bytes, stream: BinaryIO, progress: Progress | None) -> None:
+        self.head = head
+        self.stream = stream
+        self.progress = progress
+        self.tail = b""
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.head:
+            yield from self._account(self.head)
+        for chunk in _chunks(self.stream, None):
+            yield from self._account(chunk)
+
+    def _account(self, chunk: bytes) -> Iterator[bytes]:
+        self.size += len(chunk)
+        self.tail = (self.tail + chunk[-STREAM_TAIL_WINDOW:])[-STREAM_TAIL_WINDOW:]
+        yield chunk
+        if self.progress:
+            self.progress(self.size)
+
+    def source(self) -> StreamSource:
+        """Head and tail as a source; the tail never overlaps the head."""
+        beyond_head = self.size - len(self.head)
+        tail = self.tail[len(self.tail) - min(len(self.tail), beyond_head) :]
+        return StreamSource(self.head, tail, self.size, "<stdin>")
+
+
+class _sigterm_interrupts:
+    """Within the block, SIGTERM raises ``Interrupted`` so that cleanup runs."""
+
+    def __enter__(self) -> None:
+        self._old = signal.getsignal(signal.SIGTERM)
+        try:
+            signal.signal(signal.SIGTERM, self._raise)
+        except ValueError:
+            self._old = None  # not the main thread: leave signals alone
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+    @staticmethod
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(f"signal {signum}")

@@ -1,0 +1,259 @@
+"""The file backend on real, separate small filesystems; faults; concurrency; cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imgfmt.config import Config
+from imgfmt.store.catalog import Catalog
+from imgfmt.store.config import StoreConfig
+from imgfmt.store.errors import StoreError, StoreFull
+from imgfmt.store.upload import CreateRequest, create_image
+from tests.store.conftest import make_qcow2, write_conf
+
+IMGFMT = str(Path(sys.executable).parent / "imgfmt")
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir(parents=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount tmpfs in CI: {proc.stderr.strip()}")
+        pytest.skip(f"cannot mount tmpfs here: {proc.stderr.strip()}")
+
+
+@pytest.fixture()
+def mounts(tmp_path: Path) -> Iterator[dict[str, Path]]:
+    made: list[Path] = []
+
+    def mount(name: str, size: str) -> Path:
+        path = tmp_path / name
+        _mount_tmpfs(path, size)
+        made.append(path)
+        return path
+
+    paths = {"hi": mount("hi", "4m"), "lo1": mount("lo1", "24m"), "lo2": mount("lo2", "40m")}
+    yield paths
+    for path in made:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _store(tmp_path: Path, datadirs: list[str], extra: str = "") -> tuple[StoreConfig, Catalog]:
+    lines = "".join(f"filesystem_store_datadirs = {d}\n" for d in datadirs)
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        f"[glance_store]\ndefault_store = file\n{lines}{extra}"
+        f"[database]\nconnection = sqlite:///{tmp_path / 'catalog.db'}\n",
+    )
+    config = StoreConfig.load(Config.load(conf))
+    return config, Catalog(config.catalog_path)
+
+
+def _upload(config: StoreConfig, catalog: Catalog, image: Path) -> object:
+    from imgfmt.policy import Policy
+
+    return create_image(CreateRequest("img", str(image)), config, catalog, Policy())
+
+
+def _random_raw(path: Path, mib: int) -> Path:
+    path.write_bytes(os.urandom(mib << 20))
+    return path
+
+
+def test_highest_priority_with_room_then_most_free(mounts: dict[str, Path], tmp_path: Path) -> None:
+    config, catalog = _store(
+        tmp_path, [f"{mounts['hi']}:200", f"{mounts['lo1']}:100", f"{mounts['lo2']}:100"]
+    )
+    small = _random_raw(tmp_path / "small.raw", 1)
+    big = _random_raw(tmp_path / "big.raw", 8)
+
+    first = _upload(config, catalog, small)
+    assert first.locations[0].url.startswith(f"file://{mounts['hi']}/")
+    second = _upload(config, catalog, big)
+    assert second.locations[0].url.startswith(f"file://{mounts['lo2']}/")
+
+
+def test_all_full_is_a_clear_error(mounts: dict[str, Path], tmp_path: Path) -> None:
+    config, catalog = _store(tmp_path, [f"{mounts['hi']}:200", f"{mounts['lo1']}:100"])
+    huge = _random_raw(tmp_path / "huge.raw", 48)
+    with pytest.raises(StoreFull, match="no datadir has room"):
+        _upload(config, catalog, huge)
+    [record] = catalog.all()
+    assert record.status == "killed"
+    assert "no datadir has room" in record.properties["imgfmt_kill_reason"]
+
+
+def test_disk_full_mid_write_removes_partial_data(mounts: dict[str, Path], tmp_path: Path) -> None:
+    config, catalog = _store(tmp_path, [f"{mounts['lo1']}:100"])
+    stream = _random_raw(tmp_path / "s.raw", 32)
+    with open(stream, "rb") as f, pytest.raises(StoreFull, match="is full"):
+        create_image(CreateRequest("img", "-", "raw"), config, catalog, _policy(), stdin=f)
+    assert os.listdir(mounts["lo1"]) == []
+    [record] = catalog.all()
+    assert record.status == "killed"
+
+
+def test_permission_denied(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        datadir = tmp_path / "ro"
+        datadir.mkdir()
+        subprocess.run(["chattr", "+i", str(datadir)], check=False, capture_output=True)
+        if not _immutable(datadir):
+            pytest.skip("root ignores permissions and chattr +i is unavailable here")
+    else:
+        datadir = tmp_path / "ro"
+        datadir.mkdir(mode=0o555)
+    try:
+        config, catalog = _store(tmp_path, [f"{datadir}:1"])
+        with pytest.raises(StoreError, match="failed"):
+            _upload(config, catalog, _random_raw(tmp_path / "x.raw", 1))
+        [record] = catalog.all()
+        assert record.status == "killed"
+    finally:
+        subprocess.run(["chattr", "-i", str(datadir)], check=False, capture_output=True)
+
+
+def _immutable(path: Path) -> bool:
+    try:
+        (path / "probe").write_bytes(b"")
+    except OSError:
+        return True
+    (path / "probe").unlink()
+    return False
+
+
+def _policy() -> object:
+    from imgfmt.policy import Policy
+
+    return Policy()
+
+
+def test_thin_provisioning_makes_holes(tmp_path: Path) -> None:
+    config, catalog = _store(
+        tmp_path, [f"{tmp_path / 'data'}:1"], "filesystem_thin_provisioning = true\n"
+    )
+    image = tmp_path / "sparse.raw"
+    with open(image, "wb") as f:
+        f.write(os.urandom(1 << 20))
+        f.seek(63 << 20)
+        f.write(os.urandom(1 << 20))
+    record = _upload(config, catalog, image)
+    stored = Path(record.locations[0].url.removeprefix("file://"))
+    assert stored.stat().st_size == 64 << 20
+    assert stored.stat().st_blocks * 512 < 16 << 20
+    assert stored.read_bytes() == image.read_bytes()
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    conf = write_conf(
+        tmp_path / "imgfmt.conf",
+        f"[glance_store]\nfilesystem_store_datadir = {tmp_path / 'data'}\n"
+        f"[database]\nconnection = sqlite:///{tmp_path / 'catalog.db'}\n",
+    )
+    return {**os.environ, "IMGFMT_CONFIG": str(conf)}
+
+
+def _slow_upload(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """An upload from a pipe that is fed slowly, so it can be interrupted mid-way."""
+    feeder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys,time\n"
+            "for i in range(400):\n"
+            "    sys.stdout.buffer.write(bytes([i % 251]) * (1 << 20)); sys.stdout.flush()\n"
+            "    time.sleep(0.02)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    proc = subprocess.Popen(
+        [IMGFMT, "image", "create", "slow", "--file", "-", "--disk-format", "raw"],
+        stdin=feeder.stdout,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert feeder.stdout is not None
+    feeder.stdout.close()
+    _wait_for_partial(tmp_path / "data")
+    return proc
+
+
+def _wait_for_partial(datadir: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if datadir.exists() and any("imgfmt-partial" in n for n in os.listdir(datadir)):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the upload never started writing")
+
+
+def _records(tmp_path: Path, env: dict[str, str]) -> list[dict[str, object]]:
+    out = subprocess.run(
+        [IMGFMT, "image", "list", "--long", "-f", "json"], env=env, capture_output=True, check=True
+    ).stdout
+    return list(json.loads(out))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_mid_upload(tmp_path: Path, sig: signal.Signals) -> None:
+    env = _env(tmp_path)
+    proc = _slow_upload(tmp_path, env)
+    proc.send_signal(sig)
+    proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert os.listdir(tmp_path / "data") == []
+    [record] = _records(tmp_path, env)
+    assert record["Status"] == "killed"
+
+
+def test_sigkill_then_cleanup(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    proc = _slow_upload(tmp_path, env)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert any("imgfmt-partial" in n for n in os.listdir(tmp_path / "data"))
+    assert _records(tmp_path, env)[0]["Status"] == "saving"
+
+    out = subprocess.run(
+        [IMGFMT, "store", "cleanup"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "removed partial data" in out and "killed" in out
+    assert os.listdir(tmp_path / "data") == []
+    assert _records(tmp_path, env)[0]["Status"] == "killed"
+
+
+def test_eight_concurrent_creates(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    images = [make_qcow2(tmp_path / f"d{i}.qcow2", "4M") for i in range(8)]
+    procs = [
+        subprocess.Popen(
+            [IMGFMT, "image", "create", f"img{i}", "--file", str(p)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i, p in enumerate(images)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    records = _records(tmp_path, env)
+    assert sorted(r["Name"] for r in records) == [f"img{i}" for i in range(8)]
+    assert {r["Status"] for r in records} == {"active"}
+    assert len(os.listdir(tmp_path / "data")) == 8
