@@ -1,0 +1,216 @@
+"""VMDK inspector: every fixture against its manifest, qemu's descriptor quirks, fuzzing."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from imgfmt.errors import FormatError, ImgfmtError, TruncatedError
+from imgfmt.inspectors.base import Inspection
+from imgfmt.inspectors.vmdk import VmdkInspector
+from imgfmt.report import Severity
+from imgfmt.source import BytesSource, FileSource, StreamSource
+from tests.fixtures.build import build_recipe
+
+FIXTURES = build_recipe("vmdk")
+BY_NAME = {str(entry["name"]): entry for entry in FIXTURES}
+#: Every fixture is read well inside this, whatever its virtual size.
+READ_BUDGET = 256 * 1024
+FUZZ_WINDOW = 64 * 1024
+
+HEADER = (
+    "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n"
+    'createType="monolithicFlat"\n'
+)
+
+
+def _codes(entry: dict[str, Any]) -> tuple[Inspection | None, set[str]]:
+    """Inspect a fixture; a parse error counts as the finding detection turns it into."""
+    with FileSource(str(entry["path"])) as source:
+        try:
+            result = VmdkInspector.inspect(source)
+        except TruncatedError:
+            return None, {"truncated"}
+        except FormatError:
+            return None, {"invalid-header"}
+        assert source.bytes_read < READ_BUDGET
+    return result, {str(f.code) for f in result.findings}
+
+
+def _descriptor(text: str) -> Inspection:
+    return VmdkInspector.inspect(BytesSource(text.encode()))
+
+
+def _codes_of(result: Inspection) -> set[str]:
+    return {str(f.code) for f in result.findings}
+
+
+def _unsafe(result: Inspection) -> list[str]:
+    return [f.message for f in result.findings if f.severity is Severity.UNSAFE]
+
+
+@pytest.mark.parametrize("entry", FIXTURES, ids=lambda e: str(e["name"]))
+def test_fixture(entry: dict[str, Any]) -> None:
+    with FileSource(str(entry["path"])) as source:
+        assert VmdkInspector.probe(source)
+    result, codes = _codes(entry)
+
+    assert set(entry["codes"]) <= codes
+    if result is None:
+        return
+    assert result.format == "vmdk"
+    if entry["oracle"]:
+        assert result.virtual_size == entry["oracle"]["virtual-size"]
+    elif entry["virtual_size"] is not None:
+        assert result.virtual_size == entry["virtual_size"]
+    if entry["safe"]:
+        assert _unsafe(result) == []
+    else:
+        assert _unsafe(result)
+    for key, value in dict(entry["details"]).items():
+        assert result.details[key] == value, key
+
+
+@pytest.mark.parametrize("name", ["stream-footer.vmdk", "huge-1t.vmdk", "flat.vmdk"])
+def test_stream_source_agrees_with_file(name: str) -> None:
+    path = Path(str(BY_NAME[name]["path"]))
+    with FileSource(path) as source:
+        expected = VmdkInspector.inspect(source)
+    with open(path, "rb") as f:
+        stream = StreamSource.drain(f, name, head_window=1024 * 1024)
+    assert VmdkInspector.inspect(stream) == expected
+
+
+def test_bad_magic_is_no_sparse_extent() -> None:
+    data = bytearray(Path(str(BY_NAME["sparse.vmdk"]["path"])).read_bytes()[:FUZZ_WINDOW])
+    data[:4] = b"KDMX"
+    source = BytesSource(bytes(data))
+    assert not VmdkInspector.probe(source)
+    result = VmdkInspector.inspect(source)
+    assert "invalid-header" in _codes_of(result)
+    assert not result.virtual_size
+
+
+def test_probe_rejects_other_data() -> None:
+    assert not VmdkInspector.probe(BytesSource(b""))
+    assert not VmdkInspector.probe(BytesSource(b"QFI\xfb" + bytes(508)))
+    assert not VmdkInspector.probe(BytesSource(b"#!/bin/sh\necho version=1\n"))
+    assert VmdkInspector.probe(BytesSource(b"# comment\n  \nversion=2\nCID=1\n"))
+
+
+def test_descriptor_file_sums_extents() -> None:
+    text = HEADER + (
+        '# Extents\nRW 2048 FLAT "a.img" 0\nRDONLY 100 FLAT "b.img" 0\nRW 4096 VMFS "c.img"\n'
+        "RW 8 ZERO\n"
+    )
+    result = _descriptor(text)
+    assert result.virtual_size == (2048 + 4096) * 512
+    names = [e["filename"] for e in result.details["extents"]]
+    assert names == ["a.img", "b.img", "c.img", None]
+    external = [f.message for f in result.findings if str(f.code) == "external-extent"]
+    assert len(external) == 3
+    assert all(any(n in m for m in external) for n in ("a.img", "b.img", "c.img"))
+
+
+def test_blank_line_before_extent_is_opened_twice() -> None:
+    # qemu's sscanf skips the newline of a blank line and reads the next line's extent too.
+    result = _descriptor(HEADER + '\nRW 2048 FLAT "a.img" 0\n')
+    assert result.virtual_size == 2 * 2048 * 512
+
+
+def test_extent_split_across_lines_is_found() -> None:
+    result = _descriptor(HEADER + '# x\nRW\n2048 FLAT\n"/etc/shadow" 0\n')
+    assert result.virtual_size == 2048 * 512
+    messages = [f.message for f in result.findings if str(f.code) == "external-extent"]
+    assert any("/etc/shadow" in m for m in messages)
+    assert "invalid-header" in _codes_of(result)
+
+
+def test_qemu_refuses_flat_without_offset() -> None:
+    result = _descriptor(HEADER + '# x\nRW 2048 FLAT "a.img"\n')
+    assert any("refuses the extent line" in m for m in _unsafe(result))
+
+
+def test_create_type_read_from_first_occurrence() -> None:
+    text = '# createType="vmfs"\n' + HEADER + '# x\nRW 1 FLAT "a" 0\n'
+    result = _descriptor(text)
+    assert result.details["create_type"] == "vmfs"
+    assert any("first place" in m for m in _unsafe(result))
+
+
+def test_parent_hint_anywhere_is_a_backing_file() -> None:
+    text = HEADER + '# parentFileNameHint="/etc/passwd"\n'
+    result = _descriptor(text)
+    assert any("/etc/passwd" in f.message for f in result.findings if str(f.code) == "backing-file")
+
+
+def test_parent_cid_alone_is_a_backing_file() -> None:
+    result = _descriptor(HEADER.replace("parentCID=ffffffff", "parentCID=0badc0de"))
+    assert "backing-file" in _codes_of(result)
+
+
+def test_ddb_keys_comments_and_blank_lines_are_fine() -> None:
+    text = HEADER + '\n# comment\n   \r\nddb.anything.at.all = "x"\nddb.uuid = "60 00 C2"\n'
+    result = _descriptor(text)
+    assert _unsafe(result) == []
+    assert result.virtual_size == 0
+
+
+def test_unknown_lines_and_keys_are_unsafe() -> None:
+    result = _descriptor(HEADER + 'what is this\nfoo=bar\nRW 10 WEIRD "x"\n')
+    assert {"invalid-header", "unknown-feature"} <= _codes_of(result)
+
+
+def test_descriptor_longer_than_cap() -> None:
+    text = HEADER + "# " + "x" * (70 * 1024) + "\n"
+    result = _descriptor(text)
+    assert any("runs past" in m for m in _unsafe(result))
+
+
+def test_many_extents_are_capped() -> None:
+    text = HEADER + "# x\n" + 'RW 1 VMFS "a"\n' * 4200
+    result = _descriptor(text)
+    assert result.virtual_size == 4200 * 512
+    assert len(result.details["extents"]) == 4096
+    assert len(result.findings) < 4200
+
+
+def test_embedded_extent_with_path_is_external() -> None:
+    data = bytearray(Path(str(BY_NAME["sparse.vmdk"]["path"])).read_bytes()[:FUZZ_WINDOW])
+    text = bytes(data[0x200:0x2A00]).split(b"\0", 1)[0]
+    edited = text.replace(b'"sparse.vmdk"', b'"../x.vmdk"')
+    data[0x200 : 0x200 + len(edited) + 1] = edited + b"\0"
+    result = VmdkInspector.inspect(BytesSource(bytes(data)))
+    assert "external-extent" in _codes_of(result)
+
+
+def test_capacity_beyond_qemu_limits() -> None:
+    data = bytearray(Path(str(BY_NAME["sparse.vmdk"]["path"])).read_bytes()[:FUZZ_WINDOW])
+    data[0x0C:0x14] = struct.pack("<Q", 1 << 62)
+    result = VmdkInspector.inspect(BytesSource(bytes(data)))
+    assert "invalid-header" in _codes_of(result)
+
+
+@pytest.mark.parametrize("entry", FIXTURES, ids=lambda e: str(e["name"]))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutations_never_crash(entry: dict[str, Any], data: st.DataObject) -> None:
+    with open(str(entry["path"]), "rb") as f:
+        head = bytearray(f.read(FUZZ_WINDOW))
+    hot = min(len(head), 0x2A00)  # the header and the embedded descriptor
+    offsets = st.one_of(st.integers(0, max(0, hot - 1)), st.integers(0, max(0, len(head) - 1)))
+    edits = data.draw(st.lists(st.tuples(offsets, st.integers(0, 255)), max_size=8), label="edits")
+    for offset, value in edits:
+        if head:
+            head[offset] = value
+    cut = data.draw(st.integers(0, len(head)), label="truncate")
+    source = BytesSource(bytes(head[:cut]))
+    VmdkInspector.probe(source)
+    with contextlib.suppress(ImgfmtError):
+        VmdkInspector.inspect(source)
