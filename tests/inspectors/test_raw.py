@@ -1,0 +1,206 @@
+"""inspect_raw, partitions.py and filesystems.py against sfdisk and mkfs.* images."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imgfmt.errors import ImgfmtError
+from imgfmt.inspectors.base import Inspection
+from imgfmt.inspectors.filesystems import probe_filesystem
+from imgfmt.inspectors.raw import inspect_raw
+from imgfmt.report import Severity
+from imgfmt.source import BytesSource, FileSource, Source, StreamSource
+from tests.fixtures.build import build_recipe
+
+FIXTURES = build_recipe("raw")
+READ_BUDGET = 2 * 1024 * 1024
+HEAD = 64 * 1024
+MIB = 1 << 20
+MBR_TYPES = ["0x83", "0x0c", "0x82", "0x05", "0x83", "0x8e", "0x83"]
+MBR = [{"number": n, "type": t} for n, t in enumerate(MBR_TYPES, 1)]
+MBR[0] |= {"start": MIB, "size": MIB, "bootable": True, "type_name": "Linux"}
+GPT_NAMES = ["root fs", "EFI System", "swap", "lvm ünïcode"]
+GPT = [{"number": n, "name": name} for n, name in enumerate(GPT_NAMES, 1)]
+GPT[0] |= {"start": MIB, "size": 8 * MIB, "type": "0FC63DAF-8483-4772-8E79-3D69D8477DE4"}
+GPT[3] |= {"type_name": "Linux LVM"}
+EXT4 = {"type": "ext4", "label": "gptroot", "size": 8 * MIB}
+#: Structured details, compared by the keys listed (the fixtures' own details compare exactly).
+STRUCTURED: dict[str, dict[str, Any]] = {
+    "mbr-extended.raw": {"partitions": MBR},
+    "mbr-ebr-loop.raw": {"partitions": MBR[:5]},
+    "gpt.raw": {"partitions": GPT},
+    "gpt-ext4.raw": {"partitions": [{**GPT[0], "filesystem": EXT4}, *GPT[1:]]},
+    "gpt-bad-header-crc.raw": {"partitions": GPT},
+    "gpt-no-backup.raw": {"partitions": GPT},
+}
+
+
+def matches(actual: Any, expected: Any) -> bool:
+    """``expected`` holds for ``actual``: dicts by their listed keys, lists item by item."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and matches(actual[key], value) for key, value in expected.items()
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(expected)
+            and all(matches(a, e) for a, e in zip(actual, expected, strict=True))
+        )
+    return bool(actual == expected)
+
+
+@pytest.mark.parametrize("entry", FIXTURES, ids=lambda e: e["name"])
+def test_fixture(entry: dict[str, Any]) -> None:
+    with FileSource(entry["path"]) as source:
+        result = inspect_raw(source)
+        assert source.bytes_read < READ_BUDGET
+    assert result.format == "raw"
+    assert result.virtual_size == entry["oracle"]["virtual-size"]
+    assert set(entry["codes"]) <= {str(f.code) for f in result.findings}
+    assert all(f.severity < Severity.UNSAFE for f in result.findings)
+    for key, value in {**entry["details"], **STRUCTURED.get(entry["name"], {})}.items():
+        assert matches(result.details[key], value), (key, result.details[key])
+
+
+def test_stream_tells_what_it_could_not_see() -> None:
+    entry = next(e for e in FIXTURES if e["name"] == "gpt-ext4.raw")
+    with open(entry["path"], "rb") as f:
+        stream = StreamSource.drain(f, "gpt-ext4.raw", head_window=4 << 20)
+    with FileSource(entry["path"]) as source:
+        whole = inspect_raw(source)
+    streamed = inspect_raw(stream)
+    assert streamed.findings == whole.findings
+    assert streamed.details["partitions"][0] == whole.details["partitions"][0]
+    later = [p["start"] for p in whole.details["partitions"][1:]]
+    assert streamed.details["unread_from_stream"] == later
+    assert whole.details["unread_from_stream"] == []
+
+
+def test_stream_stops_the_ebr_chain_where_its_window_ends() -> None:
+    entry = next(e for e in FIXTURES if e["name"] == "mbr-extended.raw")
+    with open(entry["path"], "rb") as f:
+        stream = StreamSource.drain(f, entry["name"], head_window=4 * MIB)
+    streamed = inspect_raw(stream)
+    assert [p["number"] for p in streamed.details["partitions"]] == [1, 2, 3, 4]
+    assert streamed.details["unread_from_stream"] == [4 * MIB]
+    assert not streamed.findings
+
+
+def test_sizes_round_up_to_sectors() -> None:
+    assert inspect_raw(BytesSource(b"x")).virtual_size == 512
+    assert inspect_raw(BytesSource(b"")).virtual_size == 0
+
+
+def _lvm2_label() -> bytes:
+    pv_uuid = b"abcdefghijklmnopqrstuvwxyz012345"
+    label = struct.pack("<8sQII8s", b"LABELONE", 1, 0, 32, b"LVM2 001")
+    pv = struct.pack("<32sQ", pv_uuid, 64 << 20)
+    sector = (label + pv).ljust(512, b"\0")
+    return bytes(512) + sector + bytes(7 * 1024)
+
+
+def test_lvm2_physical_volume() -> None:
+    found = probe_filesystem(BytesSource(_lvm2_label()), 0)
+    assert found is not None
+    assert found.type == "LVM2_member"
+    assert found.uuid == "abcdef-ghij-klmn-opqr-stuv-wxyz-012345"
+    assert found.size == 64 << 20
+
+
+def _heads() -> list[bytes]:
+    heads = []
+    for entry in FIXTURES:
+        with open(entry["path"], "rb") as f:
+            heads.append(f.read(HEAD))
+    return heads
+
+
+HEADS = _heads()
+#: Mutations land mostly where tables and superblocks live.
+OFFSETS = st.one_of(
+    st.integers(0, HEAD - 1),
+    st.integers(0x1BE, 0x600),
+    st.integers(0x400, 0x500),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    index=st.integers(0, len(HEADS) - 1),
+    edits=st.lists(st.tuples(OFFSETS, st.integers(0, 255)), max_size=16),
+    cut=st.integers(0, HEAD),
+)
+def test_mutations_never_crash(index: int, edits: list[tuple[int, int]], cut: int) -> None:
+    data = bytearray(HEADS[index])
+    for offset, value in edits:
+        if offset < len(data):
+            data[offset] = value
+    source = BytesSource(bytes(data[:cut]) if cut < len(data) else bytes(data))
+    try:
+        result = inspect_raw(source)
+    except ImgfmtError:
+        return
+    assert isinstance(result, Inspection)
+    assert source.bytes_read < READ_BUDGET
+
+
+class EditedSource(Source):
+    """A file seen through byte edits, recording which ranges were read."""
+
+    def __init__(self, parent: Source, edits: dict[int, int]) -> None:
+        super().__init__(parent.name)
+        self._parent = parent
+        self._edits = edits
+        self.ranges: list[tuple[int, int]] = []
+
+    @property
+    def size(self) -> int | None:
+        return self._parent.size
+
+    def _read(self, offset: int, length: int) -> bytes:
+        self.ranges.append((offset, length))
+        data = bytearray(self._parent.read(offset, length))
+        for at, value in self._edits.items():
+            if offset <= at < offset + len(data):
+                data[at - offset] = value
+        return bytes(data)
+
+
+def _read_ranges() -> list[tuple[str, list[tuple[int, int]]]]:
+    found = []
+    for entry in FIXTURES:
+        with FileSource(entry["path"]) as parent:
+            source = EditedSource(parent, {})
+            inspect_raw(source)
+        found.append((entry["path"], source.ranges))
+    return found
+
+
+READS = _read_ranges()
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_mutations_of_what_is_read_never_crash(data: st.DataObject) -> None:
+    """Partition filesystems and backup GPT headers lie far from the start: mutate those."""
+    path, ranges = data.draw(st.sampled_from(READS))
+    edits = {}
+    for _ in range(data.draw(st.integers(1, 16))):
+        offset, length = data.draw(st.sampled_from(ranges))
+        edits[data.draw(st.integers(offset, offset + max(0, length - 1)))] = data.draw(
+            st.integers(0, 255)
+        )
+    with FileSource(path) as parent:
+        source = EditedSource(parent, edits)
+        try:
+            result = inspect_raw(source)
+        except ImgfmtError:
+            return
+    assert isinstance(result, Inspection)
+    assert source.bytes_read < READ_BUDGET
