@@ -1,0 +1,172 @@
+"""The VHD inspector against qemu-img 7.2 (as "vpc") on the fixtures of recipes/vhd.py."""
+
+from __future__ import annotations
+
+import io
+import struct
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imgfmt.errors import FormatError, ImgfmtError
+from imgfmt.inspectors.vhd import (
+    VHD_MAX_GEOMETRY,
+    VhdFooter,
+    VhdInspector,
+    qemu_sectors,
+    vhd_checksum,
+)
+from imgfmt.report import Severity
+from imgfmt.source import BytesSource, FileSource, StreamSource
+from tests.fixtures.build import build_recipe
+
+ENTRIES = build_recipe("vhd")
+IDS = [e["name"] for e in ENTRIES]
+FUZZED = ("dynamic-10m", "data-dynamic", "data-fixed", "differencing-passwd", "huge-2040g")
+HEAD = 64 * 1024
+#: Where mutations land: anywhere in the first 64 KiB, often in the footer and dynamic
+#: header (the first 1.5 KiB), or in the footer at the end (negative offsets).
+OFFSETS = st.one_of(st.integers(0, HEAD - 1), st.integers(0, 1535), st.integers(-512, -1))
+
+
+def _entry(name: str) -> dict[str, Any]:
+    return next(e for e in ENTRIES if e["name"] == name)
+
+
+@cache
+def _bytes(name: str) -> bytes:
+    return Path(_entry(name)["path"]).read_bytes()
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_fixture(entry: dict[str, Any]) -> None:
+    with FileSource(entry["path"]) as source:
+        assert VhdInspector.probe(source)
+        try:
+            result = VhdInspector.inspect(source)
+        except FormatError:
+            # Only images qemu refuses may stop the parse; detection reports invalid-header.
+            assert not entry["safe"] and entry["oracle"] is None
+            assert set(entry["codes"]) <= {"invalid-header"}
+            return
+
+    assert result.format == "vhd"
+    if entry["oracle"] is not None:
+        assert result.virtual_size == entry["oracle"]["virtual-size"]
+    codes = {str(f.code) for f in result.findings}
+    assert set(entry["codes"]) <= codes, result.findings
+    has_unsafe = any(f.severity is Severity.UNSAFE for f in result.findings)
+    assert has_unsafe is not entry["safe"], result.findings
+    for key, value in entry["details"].items():
+        assert result.details[key] == value, key
+
+
+def test_details_of_a_dynamic_disk() -> None:
+    with FileSource(_entry("dynamic-10m")["path"]) as source:
+        details = VhdInspector.inspect(source).details
+    assert details["disk_type"] == "dynamic"
+    assert details["creator_application"] == "qemu"
+    assert details["creator_host_os"] == "Wi2k"
+    assert details["block_size"] == 2 * 1024 * 1024
+    assert details["max_table_entries"] == 6
+    assert details["geometry"] == {"cylinders": 302, "heads": 4, "sectors_per_track": 17}
+    assert details["size_source"] == "chs"
+
+
+def test_differencing_disk_names_its_parent() -> None:
+    with FileSource(_entry("differencing-passwd")["path"]) as source:
+        findings = VhdInspector.inspect(source).findings
+    (backing,) = [f for f in findings if str(f.code) == "backing-file"]
+    assert "/etc/passwd" in backing.message
+    assert "W2ku" in backing.message and "MacX" in backing.message
+
+
+def test_fixed_disk_found_from_a_stream() -> None:
+    data = _bytes("data-fixed")
+    source = StreamSource.drain(io.BytesIO(data), head_window=4096, tail_window=4096)
+    assert VhdInspector.probe(source)
+    assert (
+        VhdInspector.inspect(source).virtual_size == _entry("data-fixed")["oracle"]["virtual-size"]
+    )
+
+
+def test_large_bat_is_read_within_its_cap() -> None:
+    with FileSource(_entry("huge-2040g")["path"]) as source:
+        result = VhdInspector.inspect(source)
+        assert source.bytes_read < 512 * 1024
+    assert any(str(f.code) == "note" for f in result.findings)
+
+
+def _footer(creator_app: bytes, cyls: int, heads: int, secs: int, size: int) -> VhdFooter:
+    record = bytearray(512)
+    struct.pack_into(">8s", record, 0, b"conectix")
+    struct.pack_into(">4s", record, 0x1C, creator_app)
+    struct.pack_into(">QQHBBI", record, 0x28, size, size, cyls, heads, secs, 3)
+    return VhdFooter.from_bytes(bytes(record))
+
+
+@pytest.mark.parametrize(
+    ("app", "expected"),
+    [(b"win ", "current_size"), (b"qem2", "current_size"), (b"d2v ", "current_size"),
+     (b"CTXS", "current_size"), (b"tap\0", "current_size"), (b"tap ", "chs"),
+     (b"vpc ", "chs"), (b"qemu", "chs"), (b"d2v\0", "chs")],
+)  # fmt: skip
+def test_size_source_follows_the_creator(app: bytes, expected: str) -> None:
+    footer = _footer(app, 100, 4, 17, 10 * 1024 * 1024 + 1000)
+    sectors, source = qemu_sectors(footer)
+    assert source == expected
+    assert sectors == (6800 if expected == "chs" else (10 * 1024 * 1024 + 1000) // 512)
+
+
+def test_maximum_geometry_means_current_size() -> None:
+    footer = _footer(b"vpc ", 65535, 16, 255, 3 * 2**40)
+    assert footer.chs_sectors == VHD_MAX_GEOMETRY
+    assert qemu_sectors(footer) == (3 * 2**40 // 512, "current_size")
+
+
+def test_checksum_leaves_out_its_own_field() -> None:
+    record = bytes(range(256)) * 2
+    patched = record[:0x40] + b"\xff\xff\xff\xff" + record[0x44:]
+    assert vhd_checksum(record, 0x40) == vhd_checksum(patched, 0x40)
+
+
+@pytest.mark.parametrize("data", [b"", b"conecti", b"x" * 4096, b"conectix" + bytes(100)])
+def test_short_or_foreign_data(data: bytes) -> None:
+    source = BytesSource(data)
+    if not VhdInspector.probe(source):
+        return
+    with pytest.raises(ImgfmtError):
+        VhdInspector.inspect(source)
+
+
+def _outcome(data: bytes) -> None:
+    source = BytesSource(data)
+    VhdInspector.probe(source)
+    try:
+        result = VhdInspector.inspect(source)
+    except ImgfmtError:
+        return
+    assert isinstance(result.virtual_size, int)
+
+
+@pytest.mark.parametrize("name", FUZZED)
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_truncation_gives_inspection_or_error(name: str, data: st.DataObject) -> None:
+    original = _bytes(name)
+    _outcome(original[: data.draw(st.integers(0, len(original)))])
+
+
+@pytest.mark.parametrize("name", FUZZED)
+@settings(max_examples=200, deadline=None)
+@given(edits=st.lists(st.tuples(OFFSETS, st.integers(0, 255)), min_size=1, max_size=8))
+def test_mutation_gives_inspection_or_error(name: str, edits: list[tuple[int, int]]) -> None:
+    mutated = bytearray(_bytes(name))
+    for offset, value in edits:
+        # Negative offsets hit the footer at the end of the file.
+        mutated[offset % len(mutated)] = value
+    _outcome(bytes(mutated))
