@@ -1,5 +1,6 @@
 # Two targets a newcomer needs: `make demo` (install everything, run the main job on a sample
 # image) and `make test` (the whole test suite, with ruff and mypy). .ci/run calls `make test`.
+# Tests and benchmarks run under scripts/with-services.sh, which starts a private Swift.
 VENV := .venv/bin
 
 .PHONY: setup demo fixtures lint test bench clean
@@ -19,11 +20,11 @@ lint: setup
 	$(VENV)/mypy
 
 test: lint fixtures
-	$(VENV)/pytest -q
+	./scripts/with-services.sh $(VENV)/pytest -q
 
 bench: setup fixtures
 	$(VENV)/python -m pip install -q -e '.[bench]'
-	$(VENV)/python -m benchmarks.run
+	./scripts/with-services.sh $(VENV)/python -m benchmarks.run
 
 clean:
 	rm -rf tests/fixtures/build sample .pytest_cache .mypy_cache .ruff_cache

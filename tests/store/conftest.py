@@ -19,6 +19,8 @@ from imgfmt.config import Config
 from imgfmt.policy import Policy
 from imgfmt.store.catalog import Catalog, Location
 from imgfmt.store.config import StoreConfig
+from tests.store.rbd_env import rbd_env
+from tests.store.swift_env import swift_env
 
 
 @dataclass
@@ -64,7 +66,11 @@ def _file_env(tmp: Path) -> StoreEnv:
     return StoreEnv("file", conf, config, Catalog(config.catalog_path), listing, corrupt)
 
 
-ENV_FACTORIES: dict[str, Callable[[Path], StoreEnv]] = {"file": _file_env}
+ENV_FACTORIES: dict[str, Callable[[Path], StoreEnv]] = {
+    "file": _file_env,
+    "swift": swift_env,
+    "rbd": rbd_env,
+}
 
 
 @pytest.fixture(params=sorted(ENV_FACTORIES))
