@@ -1,0 +1,374 @@
+"""``imgfmt convert``: every readable format to every writable one, refusals, interruption,
+disk full, progress. qemu-img compare is the oracle for content."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from imgfmt import convert as conv
+from imgfmt import qemu
+from imgfmt.cli.main import cli
+from imgfmt.errors import UsageError
+from imgfmt.policy import DEFAULT_DISK_FORMATS, Policy
+
+MIB = 1 << 20
+#: Glance name -> (qemu driver, extra create options) of every source the matrix builds.
+SOURCES = {
+    "raw": ("raw", ()),
+    "qcow2": ("qcow2", ()),
+    "vmdk": ("vmdk", ()),
+    "vhd": ("vpc", ("-o", "force_size=on")),
+    "vhdx": ("vhdx", ()),
+    "vdi": ("vdi", ()),
+    "qed": ("qed", ()),
+    "ploop": ("parallels", ()),
+}
+TARGETS = ("raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi")
+#: qed is not in Glance's default disk_formats; the matrix allows it to reach qemu-img.
+EVERYTHING = Policy(disk_formats=DEFAULT_DISK_FORMATS | {"qed"})
+IMGFMT = str(Path(sys.executable).parent / "imgfmt")
+
+
+def _pattern(size: int) -> bytes:
+    """Distinct bytes in every 512-byte sector, holes of zeros every fourth MiB quarter."""
+    out = bytearray()
+    for sector in range(size // 512):
+        out += b"\0" * 512 if sector % 2048 < 512 else sector.to_bytes(4, "little") * 128
+    return bytes(out)
+
+
+def _make(path: Path, fmt: str, raw: Path) -> Path:
+    driver, extra = SOURCES[fmt]
+    subprocess.run(
+        ["qemu-img", "convert", "-q", "-f", "raw", "-O", driver, *extra, str(raw), str(path)],
+        check=True,
+    )
+    return path
+
+
+def _same(first: Path, first_fmt: str, second: Path, second_fmt: str) -> bool:
+    a, b = qemu.ImageRef.of(first, first_fmt), qemu.ImageRef.of(second, second_fmt)
+    return qemu.compare(a, b, qemu.Limits()) is None
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if ".imgfmt-" in p.name)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("sources")
+    raw = directory / "pattern.raw"
+    raw.write_bytes(_pattern(4 * MIB))
+    return {fmt: _make(directory / f"disk.{fmt}", fmt, raw) for fmt in SOURCES}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("source_format", list(SOURCES))
+def test_every_source_to_every_target(
+    tmp_path: Path, sources: dict[str, Path], source_format: str, target: str
+) -> None:
+    destination = tmp_path / f"out.{target}"
+    request = conv.Request(str(sources[source_format]), str(destination), target)
+    result = conv.convert(request, EVERYTHING)
+    assert result.source.disk_format == source_format
+    assert result.output.disk_format == target
+    assert result.output.virtual_size == result.source.virtual_size == 4 * MIB
+    assert result.output.path == str(destination)
+    assert _same(sources[source_format], source_format, destination, target)
+    assert result.notes == ()
+    assert os.listdir(tmp_path) == [destination.name]
+
+
+def test_cli_json_result_and_verify(tmp_path: Path, sources: dict[str, Path]) -> None:
+    destination = tmp_path / "out.qcow2"
+    code, out, _ = _cli(
+        "convert", str(sources["vmdk"]), str(destination), "-O", "qcow2", "--verify",
+        "-f", "json", "--quiet", "-o", "cluster_size=128k,lazy_refcounts=on", "-m", "4", "-W",
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    assert data["verified"] is True
+    assert data["output"]["details"]["cluster_size"] == 128 * 1024
+    assert "-W" in data["argv"] and data["argv"][data["argv"].index("-m") + 1] == "4"
+    assert data["bytes_written"] > 0
+
+
+def test_stream_optimized_vmdk_with_compression(tmp_path: Path, sources: dict[str, Path]) -> None:
+    destination = tmp_path / "out.vmdk"
+    code, _, _ = _cli(
+        "convert", str(sources["raw"]), str(destination), "-O", "vmdk", "-c",
+        "-o", "subformat=streamOptimized", "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    found = qemu.info(qemu.ImageRef.of(destination, "vmdk"))
+    assert found["format-specific"]["data"]["create-type"] == "streamOptimized"
+    assert _same(sources["raw"], "raw", destination, "vmdk")
+
+
+def test_vhd_keeps_the_size_unless_force_size_is_off(tmp_path: Path, tmp_raw: Path) -> None:
+    exact = conv.convert(conv.Request(str(tmp_raw), str(tmp_path / "a.vhd"), "vhd"))
+    assert exact.output.virtual_size == 5 * MIB + 512
+    assert "force_size=on" in exact.argv
+    request = conv.Request(
+        str(tmp_raw), str(tmp_path / "b.vhd"), "vhd", options={"force_size": "off"}
+    )
+    rounded = conv.convert(request)
+    assert rounded.output.virtual_size is not None
+    assert rounded.output.virtual_size > 5 * MIB + 512
+    assert "CHS geometry" in rounded.notes[0]
+
+
+def test_odd_sized_raw_is_a_whole_sector_as_qemu_says(tmp_path: Path) -> None:
+    source = tmp_path / "odd.raw"
+    source.write_bytes(b"\x5a" * 1000)
+    result = conv.convert(conv.Request(str(source), str(tmp_path / "o.qcow2"), "qcow2"))
+    assert result.source.virtual_size == result.output.virtual_size == 1024
+    assert result.notes == ()
+
+
+@pytest.fixture()
+def tmp_raw(tmp_path: Path) -> Path:
+    raw = tmp_path / "src.raw"
+    raw.write_bytes(_pattern(5 * MIB + 512))
+    return raw
+
+
+def test_a_vmdk_inside_a_tar_is_converted_in_place(
+    tmp_path: Path, sources: dict[str, Path]
+) -> None:
+    disk = tmp_path / "disk.vmdk"
+    subprocess.run(
+        ["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o",
+         "subformat=streamOptimized", str(sources["raw"]), str(disk)],
+        check=True,
+    )  # fmt: skip
+    bundle = tmp_path / "bundle.tar"
+    with tarfile.open(bundle, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(sources["raw"], "first.bin")
+        tar.add(disk, "disk.vmdk")
+    with tarfile.open(bundle) as tar:
+        member = tar.getmember("disk.vmdk")
+    request = conv.Request(
+        str(bundle), str(tmp_path / "out.qcow2"), "qcow2",
+        source_offset=member.offset_data, source_length=member.size, verify=True,
+    )  # fmt: skip
+    result = conv.convert(request)
+    assert result.source.disk_format == "vmdk"
+    assert result.verified
+    assert _same(sources["raw"], "raw", tmp_path / "out.qcow2", "qcow2")
+    assert "bytes of" in result.notes[0]
+
+
+def test_a_range_outside_the_file_is_a_usage_error(tmp_path: Path, tmp_raw: Path) -> None:
+    request = conv.Request(str(tmp_raw), str(tmp_path / "o"), "raw", source_offset=512,
+                           source_length=tmp_raw.stat().st_size)  # fmt: skip
+    with pytest.raises(UsageError, match="not inside the file"):
+        conv.convert(request)
+
+
+def test_a_tar_given_whole_is_refused(tmp_path: Path, sources: dict[str, Path]) -> None:
+    bundle = tmp_path / "appliance.ova"
+    with tarfile.open(bundle, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(sources["vmdk"], "disk.vmdk")
+    code, _, err = _cli("convert", str(bundle), str(tmp_path / "o.qcow2"), "-O", "qcow2")
+    assert code == 1
+    assert "refusing" in err or "not supported yet" in err or "not wired" in err
+    assert os.listdir(tmp_path) == ["appliance.ova"]
+
+
+def test_a_backing_file_is_refused_and_nothing_written(
+    tmp_path: Path, sources: dict[str, Path]
+) -> None:
+    top = tmp_path / "top.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(sources["qcow2"]), "-F", "qcow2",
+         str(top)],
+        check=True,
+    )  # fmt: skip
+    code, out, err = _cli("convert", str(top), str(tmp_path / "out.raw"), "-O", "raw", "--force")
+    assert (code, out) == (1, "")
+    assert "unsafe" in err and "backing-file" in err
+    assert os.listdir(tmp_path) == ["top.qcow2"]
+
+
+def test_a_claimed_source_format_must_match(tmp_path: Path, sources: dict[str, Path]) -> None:
+    code, _, err = _cli(
+        "convert", str(sources["qcow2"]), str(tmp_path / "o.raw"), "-O", "raw",
+        "--source-format", "raw",
+    )  # fmt: skip
+    assert code == 1
+    assert "format-mismatch" in err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["-O", "--force", 'json:{"driver":"null-co"}', "nbd:h:1"])
+def test_hostile_names_stay_file_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sources: dict[str, Path], name: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(sources["qcow2"], tmp_path / name)
+    code, _, err = _cli("convert", "--quiet", "-O", "vdi", "--", name, f"{name}.vdi")
+    assert code == 0, err
+    assert _same(sources["qcow2"], "qcow2", tmp_path / f"{name}.vdi", "vdi")
+
+
+def test_an_existing_destination_needs_force(tmp_path: Path, sources: dict[str, Path]) -> None:
+    destination = tmp_path / "out.raw"
+    destination.write_bytes(b"keep me")
+    code, _, err = _cli("convert", str(sources["qcow2"]), str(destination), "-O", "raw")
+    assert code == 2
+    assert "--force" in err
+    assert destination.read_bytes() == b"keep me"
+    code, _, _ = _cli("convert", "--quiet", "--force", str(sources["qcow2"]), str(destination),
+                      "-O", "raw")  # fmt: skip
+    assert code == 0
+    assert _same(sources["qcow2"], "qcow2", destination, "raw")
+
+
+def test_the_source_is_never_its_own_destination(tmp_path: Path, tmp_raw: Path) -> None:
+    link = tmp_path / "hardlink.raw"
+    os.link(tmp_raw, link)
+    before = tmp_raw.read_bytes()
+    for destination in (tmp_raw, link):
+        code, _, err = _cli("convert", "--force", str(tmp_raw), str(destination), "-O", "raw")
+        assert code == 2
+        assert "source itself" in err
+    assert tmp_raw.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("-O", "vhd", "-o", "backing_file=/etc/passwd"), "not an option"),
+        (("-O", "qcow2", "-o", "data_file=x"), "not an option"),
+        (("-O", "vmdk", "-o", "subformat=monolithicFlat"), "choose from"),
+        (("-O", "vhd", "-c"), "compress"),
+        (("-O", "vmdk", "-c"), "streamOptimized"),
+        (("-O", "raw", "-S", "1000"), "multiple of 512"),
+        (("-O", "raw", "-m", "17"), "between 1 and 16"),
+        (("-O", "raw", "-o", "novalue"), "KEY=VALUE"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    tmp_path: Path, tmp_raw: Path, args: tuple[str, ...], message: str
+) -> None:
+    code, _, err = _cli("convert", str(tmp_raw), str(tmp_path / "out"), *args)
+    assert code == 2
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_verify_discards_the_output(
+    tmp_path: Path, tmp_raw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qemu, "compare", lambda *a: "Content mismatch at offset 0!")
+    code, _, err = _cli(
+        "convert", "--verify", str(tmp_raw), str(tmp_path / "o.qcow2"), "-O", "qcow2"
+    )
+    assert code == 1
+    assert "Content mismatch" in err
+    assert os.listdir(tmp_path) == ["src.raw"]
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path: Path, tmp_raw: Path) -> None:
+    code, _, err = _cli("convert", str(tmp_raw), str(tmp_path / "o.qcow2"), "-O", "qcow2")
+    assert code == 0
+    lines = err.splitlines()
+    assert lines[0].endswith(": 0%") and lines[-1].endswith(": 100%")
+    assert all(line.startswith(f"imgfmt: converting {tmp_raw}: ") for line in lines)
+    code, _, err = _cli(
+        "convert", "--quiet", str(tmp_raw), str(tmp_path / "q.qcow2"), "-O", "qcow2"
+    )
+    assert (code, err) == (0, "")
+
+
+def _big_random(path: Path, size: int) -> Path:
+    chunk = os.urandom(MIB)
+    with open(path, "wb") as f:
+        for i in range(size // MIB):
+            f.write(chunk[i % 997 :] + chunk[: i % 997])
+    return path
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_leaves_nothing_and_the_destination_intact(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    source = _big_random(tmp_path / "big.raw", 256 * MIB)
+    destination = tmp_path / "out.vmdk"
+    destination.write_bytes(b"previous")
+    proc = subprocess.Popen(
+        [IMGFMT, "convert", str(source), str(destination), "-O", "vmdk", "-c",
+         "-o", "subformat=streamOptimized", "--force"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = [proc.stderr.readline()]
+    while seen[-1] and not seen[-1].rstrip().endswith(": 10%"):
+        seen.append(proc.stderr.readline())
+    assert seen[-1], f"the conversion ended before 10%: {''.join(seen)}"
+    assert _leftovers(tmp_path), "the conversion should be under way"
+    proc.send_signal(signum)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=30) == 128 + signum
+    assert "interrupted" in rest
+    assert _leftovers(tmp_path) == []
+    assert destination.read_bytes() == b"previous"
+    assert not _qemu_img_running(str(destination))
+
+
+def _qemu_img_running(marker: str) -> bool:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    return any(line.startswith("qemu-img") and marker in line for line in out.stdout.splitlines())
+
+
+@pytest.fixture()
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs under CI: {done.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_disk_full_leaves_nothing_behind(tmp_path: Path, small_tmpfs: Path) -> None:
+    source = _big_random(tmp_path / "big.raw", 16 * MIB)
+    destination = small_tmpfs / "out.qcow2"
+    code, _, err = _cli("convert", "--quiet", str(source), str(destination), "-O", "qcow2")
+    assert code == 2
+    assert "No space left on device" in err
+    assert os.listdir(small_tmpfs) == []
+
+
+def test_time_is_reported(tmp_path: Path, tmp_raw: Path) -> None:
+    start = time.monotonic()
+    result = conv.convert(conv.Request(str(tmp_raw), str(tmp_path / "o.vdi"), "vdi"))
+    assert 0 < result.seconds <= time.monotonic() - start
+    assert result.argv[:2] == ("qemu-img", "convert")
