@@ -22,9 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +34,7 @@ from .detect import inspect
 from .errors import ImgfmtError, SourceError, UsageError
 from .policy import Policy
 from .report import ImageReport, Severity
+from .signals import sigterm_raises
 from .source import FileSource, SliceSource, Source
 
 log = logging.getLogger(__name__)
@@ -90,15 +89,6 @@ class ConversionRefused(ImgfmtError):
 
 class ConversionCheckFailed(ImgfmtError):
     """qemu-img's output failed the check after conversion; it was discarded."""
-
-
-class Interrupted(ImgfmtError):
-    """A signal stopped the conversion; the partial output was removed."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {name}; the partial output was removed")
 
 
 @dataclass(frozen=True)
@@ -170,7 +160,7 @@ def convert(
         request.source, _format(source_report), request.source_offset, request.source_length
     )
 
-    with _sigterm_raises(), _scratch(destination) as scratch:
+    with sigterm_raises(), _scratch(destination) as scratch:
         argv = qemu.convert_argv(image, scratch, args, progress=on_progress is not None)
         qemu.run(argv, limits, on_progress)
         output, notes = _check_output(request, args, source_report, scratch, policy)
@@ -311,23 +301,6 @@ def _scratch(destination: str) -> Iterator[str]:
         yield os.path.join(scratch, name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into ``Interrupted`` so that cleanup runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_output(

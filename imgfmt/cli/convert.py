@@ -98,7 +98,7 @@ def convert_command(
     appears under DESTINATION only when complete and checked. Exit status: 0 converted,
     1 refused as unsafe or the output failed its check, 2 usage, I/O or qemu-img error.
     """
-    from ..convert import ConversionCheckFailed, ConversionRefused, Interrupted, Request
+    from ..convert import ConversionCheckFailed, ConversionRefused, Request
     from ..errors import ImgfmtError
     from ..policy import parse_size
 
@@ -122,8 +122,6 @@ def convert_command(
         _refused(exc)
     except ConversionCheckFailed as exc:
         render.abort(str(exc), EXIT_UNSAFE)
-    except Interrupted as exc:
-        render.abort(str(exc), 128 + exc.signum)
     except ImgfmtError as exc:
         render.abort(str(exc), EXIT_ERROR)
     _emit(fmt, result)

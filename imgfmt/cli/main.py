@@ -62,6 +62,7 @@ def cli(ctx: click.Context, config_file: str | None, verbose: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: click's own handling, with imgfmt's exit codes."""
     from ..errors import ImgfmtError
+    from ..signals import Interrupted
 
     try:
         result = cli.main(args=argv, prog_name="imgfmt", standalone_mode=False)
@@ -71,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImgfmtError as exc:
         click.echo(f"imgfmt: {exc}", err=True)
         return EXIT_ERROR
+    except Interrupted as exc:
+        click.echo(f"imgfmt: {exc}; partial output was removed", err=True)
+        return 128 + exc.signum
     except (KeyboardInterrupt, click.Abort):
-        click.echo("imgfmt: interrupted", err=True)
+        click.echo("imgfmt: interrupted; partial output was removed", err=True)
         return 130
     return result if isinstance(result, int) else EXIT_OK

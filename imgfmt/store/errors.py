@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from ..errors import ImgfmtError
+from ..signals import Interrupted
+
+__all__ = [
+    "ImageRefused",
+    "InUse",
+    "Interrupted",
+    "InvalidTransition",
+    "NotFound",
+    "StoreError",
+    "StoreFull",
+]
 
 
 class StoreError(ImgfmtError):
@@ -31,7 +42,3 @@ class ImageRefused(StoreError):
     def __init__(self, message: str, report: object) -> None:
         self.report = report
         super().__init__(message)
-
-
-class Interrupted(BaseException):
-    """SIGTERM (or SIGINT) arrived during an upload: unwind, clean up, mark the record."""
