@@ -1,19 +1,22 @@
 """Side-by-side benchmarks, run by ``make bench``: imgfmt and its peer in one run, as ratios.
 
-    python -m benchmarks.run [SECTION ...]      # sections: inspect
+    python -m benchmarks.run [SECTION ...]      # default: every section
 
-Figures are medians of repeated runs on this machine; they are printed, never asserted.
+Figures are printed, never asserted. Each section is a module of this package with ``main()``.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable
 
-from benchmarks import inspect_bench
-
-SECTIONS: dict[str, Callable[[], None]] = {
-    "inspect": inspect_bench.main,
+#: Section name -> module under benchmarks/ (imported only when the section runs).
+SECTIONS: dict[str, str] = {
+    "inspect": "inspect_bench",
+    "store": "store_bench",
+    "convert": "convert_bench",
+    "containers": "container_bench",
+    "swift": "swift_bench",
 }
 
 
@@ -23,8 +26,8 @@ def main(argv: list[str]) -> None:
     if unknown:
         raise SystemExit(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
     for name in names:
-        print(f"== {name}")
-        SECTIONS[name]()
+        print(f"== {name}", flush=True)
+        importlib.import_module(f"benchmarks.{SECTIONS[name]}").main()
 
 
 if __name__ == "__main__":

@@ -1,31 +1,44 @@
 """Detection: run every inspector's probe, resolve the matches, check the claimed format.
 
-No match means raw. One match is inspected. Two or more matches mean a file that qemu (or a
-person) could read as either format: a polyglot, which is unsafe (CVE-2024-32498 used an image
-that was both). Partition tables and filesystems are not formats here, so a hybrid ISO (ISO 9660
-with an MBR or GPT for USB boot) has exactly one match and stays an iso.
+Container probes (OVA, Docker/OCI archive, OVF descriptor, compressed stream; see
+``containers/``) run beside the disk probes. No match means raw, named by libmagic when it holds
+no partition table or filesystem. One match is inspected; a container hands each disk inside
+back to this engine. Two or more matches mean a file that qemu (or a person) could read as
+either format: a polyglot, which is unsafe (CVE-2024-32498 used an image that was both). A disk
+inspector that claims compressed content (an initramfs is often a gzip'd cpio) wins over the
+compressed container. Partition tables and filesystems are not formats here, so a hybrid ISO
+(ISO 9660 with an MBR or GPT for USB boot) has exactly one match and stays an iso.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from typing import BinaryIO
 
+from .containers import Container, probe_container
 from .errors import FormatError, TruncatedError, UnverifiableError
 from .inspectors import Inspection, Inspector, inspectors
+from .inspectors.base import probe_bytes
 from .inspectors.raw import inspect_raw
-from .policy import Policy, claim_satisfied
+from .policy import Policy, claim_satisfied, container_claim_satisfied
 from .report import Code, Finding, ImageReport, unsafe, warning
 from .source import Source, StreamSource, open_source
 
 log = logging.getLogger(__name__)
+
+#: Containers are opened this many levels deep (a compressed disk in an OVA); deeper is raw.
+MAX_NESTING = 2
+#: Bytes handed to libmagic to name a file that is no disk image.
+MAGIC_WINDOW = 64 * 1024
 
 
 def inspect(
     target: str | os.PathLike[str] | BinaryIO | Source,
     policy: Policy | None = None,
     expect_format: str | None = None,
+    expect_container: str | None = None,
 ) -> ImageReport:
     """Inspect an image given as a path, ``-`` (stdin), a binary stream or a ``Source``.
 
@@ -33,47 +46,55 @@ def inspect(
     only when the bytes cannot be read at all.
     """
     if isinstance(target, Source):
-        return inspect_source(target, policy, expect_format)
+        return inspect_source(target, policy, expect_format, expect_container)
     with open_source(target) as source:
-        return inspect_source(source, policy, expect_format)
+        return inspect_source(source, policy, expect_format, expect_container)
 
 
 def inspect_source(
-    source: Source, policy: Policy | None = None, expect_format: str | None = None
+    source: Source,
+    policy: Policy | None = None,
+    expect_format: str | None = None,
+    expect_container: str | None = None,
+    *,
+    nesting: int = 0,
 ) -> ImageReport:
-    """Inspect an open source; see ``inspect``."""
+    """Inspect an open source; see ``inspect``. ``nesting`` counts enclosing containers."""
     policy = policy or Policy()
-    matches = [cls for cls in inspectors() if cls.probe(source)]
-    log.debug("%s: probes matched %s", source.name, [cls.format for cls in matches])
+    report = _detect(source, policy, nesting)
 
-    if len(matches) > 1:
-        report = _polyglot(source, matches)
-    elif matches:
-        report = _run(source, matches[0])
-    else:
-        report = _report(source, _guard_raw(source))
-
-    extra = policy.check(report)
+    # A container's disks carry their own policy findings, as members.
+    extra = policy.check(report) if report.container_format == "bare" else []
     if expect_format is not None:
         extra.extend(_claim(report, expect_format, policy))
+    if expect_container is not None:
+        extra.extend(_container_claim(report, expect_container, policy))
     if extra:
         report = _with(report, extra)
     return report
 
 
+def _detect(source: Source, policy: Policy, nesting: int) -> ImageReport:
+    matches = [cls for cls in inspectors() if cls.probe(source)]
+    container = probe_container(source) if nesting < MAX_NESTING else None
+    if container is not None and container.format == "compressed" and matches:
+        container = None
+    log.debug("%s: probes matched %s, container %s", source.name, matches, container)
+
+    if len(matches) + (container is not None) > 1:
+        return _polyglot(source, matches, container)
+    if matches:
+        return _run(source, matches[0])
+    if container is not None:
+        return _contain(source, container, policy, nesting)
+    return _report(source, _guard_raw(source))
+
+
 def _run(source: Source, cls: type[Inspector]) -> ImageReport:
     try:
         return _report(source, cls.inspect(source))
-    except UnverifiableError as exc:
-        finding = unsafe(
-            Code.STREAM_UNVERIFIABLE,
-            f"{cls.format}: cannot be verified from a stream: {exc}; inspect the file itself",
-            exc.offset,
-        )
-    except TruncatedError as exc:
-        finding = unsafe(Code.TRUNCATED, f"{exc}; the file is cut short or damaged", exc.offset)
-    except FormatError as exc:
-        finding = unsafe(Code.INVALID_HEADER, f"{exc}; qemu would refuse or misread it", exc.offset)
+    except (UnverifiableError, FormatError) as exc:
+        finding = _failure(cls.format, exc)
     return ImageReport(
         path=source.name,
         disk_format=cls.format,
@@ -83,9 +104,48 @@ def _run(source: Source, cls: type[Inspector]) -> ImageReport:
     )
 
 
+def _contain(source: Source, cls: type[Container], policy: Policy, nesting: int) -> ImageReport:
+    def inspect_member(member: Source) -> ImageReport:
+        return inspect_source(member, policy, nesting=nesting + 1)
+
+    try:
+        found = cls.inspect(source, inspect_member)
+    except (UnverifiableError, FormatError) as exc:
+        return ImageReport(
+            path=source.name,
+            disk_format=None,
+            virtual_size=None,
+            actual_size=source.size,
+            container_format=cls.format,
+            findings=(_failure(cls.format, exc),),
+        )
+    details = dict(found.details)
+    if isinstance(source, StreamSource):
+        details["stream"] = True
+    return ImageReport(
+        path=source.name,
+        disk_format=found.disk_format,
+        virtual_size=found.virtual_size,
+        actual_size=source.size,
+        container_format=cls.format,
+        details=details,
+        findings=found.findings,
+        members=found.members,
+    )
+
+
+def _failure(fmt: str, exc: UnverifiableError | FormatError) -> Finding:
+    if isinstance(exc, UnverifiableError):
+        message = f"{fmt}: cannot be verified from a stream: {exc}; inspect the file itself"
+        return unsafe(Code.STREAM_UNVERIFIABLE, message, exc.offset)
+    if isinstance(exc, TruncatedError):
+        return unsafe(Code.TRUNCATED, f"{exc}; the file is cut short or damaged", exc.offset)
+    return unsafe(Code.INVALID_HEADER, f"{exc}; qemu would refuse or misread it", exc.offset)
+
+
 def _guard_raw(source: Source) -> Inspection:
     try:
-        return inspect_raw(source)
+        inspection = inspect_raw(source)
     except UnverifiableError as exc:
         size = source.size or 0
         finding = warning(
@@ -94,10 +154,28 @@ def _guard_raw(source: Source) -> Inspection:
             exc.offset,
         )
         return Inspection("raw", size, {}, (finding,))
+    if inspection.details.get("partition_table") or inspection.details.get("filesystem"):
+        return inspection
+    return replace(inspection, details={**inspection.details, "magic": _magic(source)})
 
 
-def _polyglot(source: Source, matches: list[type[Inspector]]) -> ImageReport:
-    names = [cls.format for cls in matches]
+def _magic(source: Source) -> str:
+    """What libmagic calls the content ("PDF document", "gzip compressed data", ...)."""
+    head = probe_bytes(source, 0, MAGIC_WINDOW)
+    try:
+        import magic
+    except ImportError as exc:
+        return f"unknown: libmagic is not available ({exc}); install libmagic1"
+    try:
+        return str(magic.from_buffer(head))
+    except magic.MagicException as exc:
+        return f"unknown: libmagic failed ({exc})"
+
+
+def _polyglot(
+    source: Source, matches: list[type[Inspector]], container: type[Container] | None
+) -> ImageReport:
+    names = [cls.format for cls in matches] + ([container.format] if container else [])
     members = tuple(_run(source, cls) for cls in matches)
     finding = unsafe(
         Code.MULTIPLE_FORMATS,
@@ -128,6 +206,19 @@ def _claim(report: ImageReport, claimed: str, policy: Policy) -> list[Finding]:
     return [warning(Code.FORMAT_MISMATCH, message, 0)]
 
 
+def _container_claim(report: ImageReport, claimed: str, policy: Policy) -> list[Finding]:
+    if container_claim_satisfied(claimed, report.container_format, report.disk_format):
+        return []
+    message = (
+        f"claimed container format {claimed} does not match the content (container "
+        f"{report.container_format}, disk {report.disk_format or 'unknown'}); pass the real "
+        "container format or fix the file"
+    )
+    if policy.require_image_format_match:
+        return [unsafe(Code.FORMAT_MISMATCH, message, 0)]
+    return [warning(Code.FORMAT_MISMATCH, message, 0)]
+
+
 def _report(source: Source, inspection: Inspection) -> ImageReport:
     details = dict(inspection.details)
     if isinstance(source, StreamSource):
@@ -143,6 +234,4 @@ def _report(source: Source, inspection: Inspection) -> ImageReport:
 
 
 def _with(report: ImageReport, extra: list[Finding]) -> ImageReport:
-    from dataclasses import replace
-
     return replace(report, findings=(*report.findings, *extra))

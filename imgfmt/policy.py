@@ -30,6 +30,13 @@ COMPATIBLE_CLAIMS: dict[str, frozenset[str]] = {
     "ami": frozenset({"raw"}),
 }
 
+#: Glance's container formats.
+KNOWN_CONTAINER_FORMATS = frozenset(
+    {"bare", "ovf", "ova", "docker", "compressed", "aki", "ari", "ami"}
+)
+#: Container formats that are no wrapper: they name the one disk format the file must be.
+DISK_CONTAINERS = frozenset({"aki", "ari", "ami"})
+
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGTPE]?)(i?B?)?\s*$", re.IGNORECASE)
 
 
@@ -47,6 +54,17 @@ def claim_satisfied(claimed: str, detected: str | None) -> bool:
     if detected is None:
         return False
     return detected in COMPATIBLE_CLAIMS.get(claimed, frozenset({claimed}))
+
+
+def container_claim_satisfied(claimed: str, container: str, disk_format: str | None) -> bool:
+    """True when a file read as ``container`` holding ``disk_format`` may be called ``claimed``.
+
+    aki, ari and ami are Glance's containers for a kernel, a ramdisk and a machine image: the
+    file is that disk itself, unwrapped, so the disk format must match.
+    """
+    if claimed in DISK_CONTAINERS:
+        return container == "bare" and claim_satisfied(claimed, disk_format)
+    return claimed == container
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,13 @@ class Code(enum.StrEnum):
     ENCRYPTED = "encrypted"
     DIRTY = "dirty"
     CORRUPT = "corrupt"
+    # Containers.
+    UNSAFE_MEMBER = "unsafe-member"
+    MISSING_MEMBER = "missing-member"
+    DIGEST_MISMATCH = "digest-mismatch"
+    CAPACITY_MISMATCH = "capacity-mismatch"
+    UNSAFE_XML = "unsafe-xml"
+    DECOMPRESSION_LIMIT = "decompression-limit"
     # Detection.
     MULTIPLE_FORMATS = "multiple-formats"
     FORMAT_MISMATCH = "format-mismatch"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 SYSTEM_PACKAGES=(
   qemu-utils libmagic1 file xorriso genisoimage fdisk xfsprogs dosfstools btrfs-progs
-  cpio udftools zstd lz4 xz-utils bzip2 gzip cryptsetup-bin
+  cpio udftools zstd lz4 xz-utils bzip2 gzip cryptsetup-bin skopeo umoci
 )
 
 missing=()
@@ -37,5 +37,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"
+fi
+# Ceph's Python bindings exist only as Debian packages (python3-rados, python3-rbd), built for
+# the system's CPython 3.11: link them into a 3.11 venv rather than exposing all dist-packages.
+if .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+  for binding in /usr/lib/python3/dist-packages/{rados,rbd}.cpython-311-x86_64-linux-gnu.so; do
+    if [ -e "$binding" ]; then ln -sf "$binding" "$site/"; fi
+  done
 fi
 echo "setup: ready ($(.venv/bin/imgfmt --version))"

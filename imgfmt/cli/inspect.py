@@ -18,6 +18,7 @@ COLUMNS = (
     "actual_size",
     "details",
     "findings",
+    "members",
 )
 
 
@@ -46,6 +47,12 @@ COLUMNS = (
     help="The disk format the image must be (Glance's names); a mismatch is unsafe.",
 )
 @click.option(
+    "--expect-container",
+    metavar="FORMAT",
+    help="The container format the image must be (bare, ova, ovf, docker, compressed, aki, "
+    "ari, ami); a mismatch is unsafe.",
+)
+@click.option(
     "--max-virtual-size",
     metavar="SIZE",
     help="Largest virtual size allowed, e.g. 64G (binary units).",
@@ -67,6 +74,7 @@ def inspect_command(
     fmt: str,
     columns: tuple[str, ...],
     expect_format: str | None,
+    expect_container: str | None,
     max_virtual_size: str | None,
     disk_formats: str | None,
     vmdk_allowed_types: str | None,
@@ -82,13 +90,14 @@ def inspect_command(
     wanted = render.select(COLUMNS, columns)
     try:
         policy = _policy(ctx, max_virtual_size, disk_formats, vmdk_allowed_types, expect_format)
+        _known_container(expect_container)
     except ImgfmtError as exc:
         render.abort(str(exc), EXIT_ERROR)
 
     reports, status = [], EXIT_OK
     for image in images:
         try:
-            report = inspect(image, policy=policy, expect_format=expect_format)
+            report = inspect(image, policy, expect_format, expect_container)
         except SourceError as exc:
             render.error(str(exc))
             status = EXIT_ERROR
@@ -132,6 +141,15 @@ def _policy(
     return policy
 
 
+def _known_container(name: str | None) -> None:
+    from ..errors import UsageError
+    from ..policy import KNOWN_CONTAINER_FORMATS
+
+    if name is not None and name not in KNOWN_CONTAINER_FORMATS:
+        known = ", ".join(sorted(KNOWN_CONTAINER_FORMATS))
+        raise UsageError(f"--expect-container {name}: unknown format (known: {known})")
+
+
 def _emit(fmt: str, wanted: list[str], reports: list[dict[str, Any]]) -> None:
     if fmt == "json":
         render.emit_json([{k: r[k] for k in ("schema", *wanted)} for r in reports])
@@ -147,17 +165,22 @@ def _table(report: dict[str, Any], wanted: list[str]) -> None:
     for key in wanted:
         if key == "details":
             rows.extend((f"details.{k}", v) for k, v in report["details"].items())
+        elif key == "members":
+            rows.extend((f"member {m['path']}", _member(m)) for m in report["members"])
         elif key != "findings":
             rows.append((key, report[key]))
     render.emit_table(("Field", "Value"), rows, title=report["path"])
-    if "findings" in wanted and report["findings"]:
+    findings = [*report["findings"], *(f for m in report.get("members", []) for f in m["findings"])]
+    if "findings" in wanted and findings:
         render.emit_table(
             ("Severity", "Code", "Offset", "Message"),
-            (
-                (f["severity"], f["code"], _hex(f["offset"]), f["message"])
-                for f in report["findings"]
-            ),
+            ((f["severity"], f["code"], _hex(f["offset"]), f["message"]) for f in findings),
         )
+
+
+def _member(member: dict[str, Any]) -> str:
+    safe = "safe" if member["safe"] else "UNSAFE"
+    return f"{member['disk_format']}, virtual size {member['virtual_size']}, {safe}"
 
 
 def _hex(offset: int | None) -> str:

@@ -1,0 +1,380 @@
+"""Container images as archives: ``docker save`` output and OCI image layout archives.
+
+References: OCI image-spec v1.1 ("image-layout.md": ``oci-layout``, ``index.json`` and
+``blobs/<alg>/<encoded>``; "descriptor.md": mediaType, digest, size; "manifest.md";
+"config.md": architecture, os, ``rootfs.diff_ids``; "layer.md": a layer is a tar, maybe gzip or
+zstd compressed, and its DiffID is the sha256 of the uncompressed tar) and Docker's image
+specification v1.2 (the legacy ``docker save`` form: ``manifest.json`` with Config, RepoTags
+and Layers, and ``repositories``). Docker 25 and later write both at once: an OCI layout plus
+``manifest.json``; that form is read through its OCI index.
+
+Every blob is hashed and compared with the digest that names it, every layer is walked as a
+tar in one pass that also hashes its compressed and uncompressed bytes (the DiffID), with the
+member checks of ``tarsafe``. Inside a layer, a root filesystem, symlinks and devices are
+ordinary, so only names escaping the root, hard links out of it and repeats are findings
+there; in the outer archive every link or device is unsafe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any
+
+from ..errors import FormatError
+from ..report import Code, Finding, unsafe, warning
+from ..source import Source
+from . import tarsafe
+from .base import Container, ContainerInspection, InspectMember, Reader
+from .compressed import SourceStream, compression, open_decompressed, read_chunk
+from .tarsafe import StreamCursor, TarMember
+
+FORMAT = "docker"
+#: Members whose names the probe looks at for manifest.json or oci-layout.
+PROBE_MEMBERS = 1024
+#: Largest JSON document (index, manifest, config) read into memory.
+MAX_JSON = 4 * 1024 * 1024
+#: Uncompressed bytes walked per layer before it is declared a bomb.
+MAX_LAYER_UNCOMPRESSED = 16 * 1024 * 1024 * 1024
+#: Nesting of image indexes followed from index.json.
+MAX_INDEX_DEPTH = 4
+MEDIA_INDEX = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+REF_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
+_HASHES = frozenset({"sha256", "sha512"})
+
+
+class DockerContainer(Container):
+    """A ``docker save`` archive (legacy or OCI form) or an OCI image layout archive."""
+
+    format = FORMAT
+
+    @classmethod
+    def probe(cls, source: Source) -> bool:
+        if not tarsafe.probe(source):
+            return False
+        found = {_key(n) for n in tarsafe.names(source, PROBE_MEMBERS)}
+        return bool(found & {"manifest.json", "oci-layout"})
+
+    @classmethod
+    def inspect(cls, source: Source, inspect_member: InspectMember) -> ContainerInspection:
+        members = list(tarsafe.walk(tarsafe.SourceCursor(source), FORMAT))
+        archive = _Archive(source, members)
+        rule = tarsafe.LinkRule.INSIDE
+        archive.findings.extend(tarsafe.member_findings(members, FORMAT, source.size, rule))
+        if "oci-layout" in archive.files:
+            form = "docker-save-oci" if "manifest.json" in archive.files else "oci-layout"
+            images = archive.oci_images()
+        else:
+            form = "docker-save"
+            images = archive.legacy_images()
+        archive.verify_remaining_blobs()
+        details = _summary(form, images, archive)
+        return ContainerInspection(FORMAT, None, None, details, tuple(archive.findings))
+
+
+class _Archive:
+    """One archive being read: its members, what was verified, and the findings so far."""
+
+    def __init__(self, source: Source, members: list[TarMember]) -> None:
+        self.source = source
+        self.files = {_key(m.name): m for m in members if m.is_file}
+        self.links = {_key(m.name): m for m in members if m.typeflag in tarsafe.LINKS}
+        self.findings: list[Finding] = []
+        self.verified: set[str] = set()
+        self.layers: dict[str, dict[str, Any]] = {}
+        self.tags: list[str] = []
+
+    def oci_images(self) -> list[dict[str, Any]]:
+        layout = self.document("oci-layout", None)
+        if not isinstance(layout, dict) or layout.get("imageLayoutVersion") != "1.0.0":
+            self.note(warning, Code.UNSUPPORTED_VERSION, "oci-layout is not version 1.0.0")
+        index = self.document("index.json", None)
+        images: list[dict[str, Any]] = []
+        for descriptor in _list(index, "manifests"):
+            images.extend(self.follow(descriptor, 0))
+        self.tags.extend(_repo_tags(self.document_if("manifest.json")))
+        return images
+
+    def legacy_images(self) -> list[dict[str, Any]]:
+        images = []
+        for entry in _as_list(self.document("manifest.json", None)):
+            config_path = entry.get("Config") if isinstance(entry, dict) else None
+            if not isinstance(config_path, str):
+                self.note(unsafe, Code.INVALID_HEADER, "manifest.json entry has no Config")
+                continue
+            config = self.document(config_path, _digest_from_path(config_path))
+            diff_ids = _diff_ids(config)
+            layers = []
+            for number, path in enumerate(_strings(entry.get("Layers"))):
+                diff_id = diff_ids[number] if number < len(diff_ids) else None
+                layers.append(self.layer(path, _digest_from_path(path), None, diff_id))
+            self.tags.extend(_strings(entry.get("RepoTags")))
+            images.append({**_config_facts(config), "config": config_path, "layers": layers})
+        self.tags.extend(_repositories(self.document_if("repositories")))
+        return images
+
+    def follow(self, descriptor: Any, depth: int) -> list[dict[str, Any]]:
+        if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str):
+            self.note(unsafe, Code.INVALID_HEADER, "an index entry has no digest")
+            return []
+        annotations = descriptor.get("annotations")
+        if isinstance(annotations, dict):
+            self.tags.extend(str(annotations[k]) for k in REF_ANNOTATIONS if k in annotations)
+        digest = descriptor["digest"]
+        document = self.document(_blob_path(digest), digest, descriptor.get("size"))
+        if descriptor.get("mediaType") in MEDIA_INDEX or _list(document, "manifests"):
+            if depth >= MAX_INDEX_DEPTH:
+                self.note(unsafe, Code.INVALID_HEADER, f"indexes nest deeper than {depth}")
+                return []
+            return [i for d in _list(document, "manifests") for i in self.follow(d, depth + 1)]
+        return [self.image(digest, document)]
+
+    def image(self, digest: str, manifest: Any) -> dict[str, Any]:
+        config_descriptor = manifest.get("config") if isinstance(manifest, dict) else None
+        config = None
+        if isinstance(config_descriptor, dict) and isinstance(config_descriptor.get("digest"), str):
+            config_digest = config_descriptor["digest"]
+            config = self.document(
+                _blob_path(config_digest), config_digest, config_descriptor.get("size")
+            )
+        else:
+            self.note(unsafe, Code.INVALID_HEADER, f"manifest {digest} has no config")
+        diff_ids = _diff_ids(config)
+        layers = []
+        for number, layer in enumerate(_list(manifest, "layers")):
+            if not isinstance(layer, dict) or not isinstance(layer.get("digest"), str):
+                self.note(unsafe, Code.INVALID_HEADER, f"manifest {digest} has a bad layer")
+                continue
+            diff_id = diff_ids[number] if number < len(diff_ids) else None
+            path = _blob_path(layer["digest"])
+            layers.append(self.layer(path, layer["digest"], layer, diff_id))
+        return {"manifest": digest, **_config_facts(config), "layers": layers}
+
+    def document_if(self, path: str) -> Any:
+        return self.document(path, None) if path in self.files else None
+
+    def document(self, path: str, digest: str | None, size: Any = None) -> Any:
+        """A JSON member, its digest and declared size verified; ``None`` when unusable."""
+        member = self.member(path)
+        if member is None:
+            return None
+        if member.size > MAX_JSON:
+            self.note(unsafe, Code.INVALID_HEADER, f"{path} is over {MAX_JSON} bytes")
+            return None
+        data = tarsafe.read_member(self.source, member, MAX_JSON, FORMAT)
+        self.check_size(path, member, size)
+        actual = _hash(digest, data, self) if digest is not None else None
+        if digest is not None and actual is not None:
+            self.check_digest(path, digest, actual)
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            self.note(unsafe, Code.INVALID_HEADER, f"{path} is not valid JSON: {exc}")
+            return None
+
+    def layer(
+        self, path: str, digest: str | None, descriptor: dict[str, Any] | None, diff: Any
+    ) -> dict[str, Any]:
+        """Walk one layer (once, however many images share it) and describe it."""
+        if path in self.layers:
+            return self.layers[path]
+        media_type = descriptor.get("mediaType") if descriptor else None
+        facts: dict[str, Any] = {"path": path, "digest": digest, "media_type": media_type}
+        member = self.member(path)
+        if member is not None:
+            self.check_size(path, member, descriptor.get("size") if descriptor else None)
+            facts.update(self.walk_layer(path, member, digest, diff))
+        self.layers[path] = facts
+        return facts
+
+    def walk_layer(
+        self, path: str, member: TarMember, digest: str | None, diff: Any
+    ) -> dict[str, Any]:
+        algorithm = _algorithm(digest, self) if digest else "sha256"
+        blob_hash = hashlib.new(algorithm or "sha256")
+        raw = io.BufferedReader(
+            SourceStream(self.source, member.offset, member.size, blob_hash.update), tarsafe.CHUNK
+        )
+        kind = compression(raw.peek(16)[:16])
+        tap = _Tap(open_decompressed(kind, raw) if kind else raw, f"{FORMAT} layer {path}")
+        members: list[TarMember] = []
+        try:
+            members = list(tarsafe.walk(StreamCursor(tap), tap.fmt))
+            tap.drain()
+        except FormatError as exc:
+            code = Code.DECOMPRESSION_LIMIT if tap.over else Code.INVALID_HEADER
+            self.note(unsafe, code, f"layer {path}: {exc.detail}")
+        while raw.read(tarsafe.CHUNK):
+            pass
+        rule = tarsafe.LinkRule.ROOTFS
+        self.findings.extend(tarsafe.member_findings(members, tap.fmt, None, rule))
+        if digest is not None and algorithm is not None:
+            self.check_digest(path, digest, f"{algorithm}:{blob_hash.hexdigest()}")
+        if isinstance(diff, str) and not tap.over:
+            self.check_digest(f"{path} (uncompressed)", diff, f"sha256:{tap.hash.hexdigest()}")
+        return {
+            "size": member.size,
+            "compression": kind,
+            "uncompressed_size": None if tap.over else tap.size,
+            "members": len(members),
+        }
+
+    def verify_remaining_blobs(self) -> None:
+        for path, member in self.files.items():
+            if path.startswith("blobs/") and path not in self.verified:
+                digest = _digest_from_path(path)
+                if digest is None:
+                    self.note(warning, Code.UNSAFE_MEMBER, f"{path} is not a digest-named blob")
+                    continue
+                found = tarsafe.digest_members(self.source, [member], {member.name: {"sha256"}})
+                actual = found.get(member.name, {}).get("sha256", "")
+                self.check_digest(path, digest, f"sha256:{actual}")
+
+    def member(self, path: str) -> TarMember | None:
+        """The regular member at ``path``, through one link (legacy layer.tar links)."""
+        member = self.files.get(_key(path))
+        link = self.links.get(_key(path))
+        if member is None and link is not None:
+            target = tarsafe.link_target(link)
+            member = self.files.get(target) if target is not None else None
+        if member is None:
+            self.note(unsafe, Code.MISSING_MEMBER, f"{path} is referenced but not in the archive")
+        return member
+
+    def check_size(self, path: str, member: TarMember, size: Any) -> None:
+        if isinstance(size, int) and size != member.size:
+            message = f"{path} is {member.size} bytes, its descriptor says {size}"
+            self.note(unsafe, Code.DIGEST_MISMATCH, message)
+
+    def check_digest(self, path: str, expected: str, actual: str) -> None:
+        self.verified.add(_key(path))
+        if expected.lower() != actual:
+            message = f"{path} hashes to {actual}, not {expected}; the blob was altered"
+            self.note(unsafe, Code.DIGEST_MISMATCH, message)
+
+    def note(self, kind: Any, code: Code, message: str) -> None:
+        self.findings.append(kind(code, f"{FORMAT}: {message}"))
+
+
+class _Tap:
+    """The decompressed layer as read by the tar walk: hashed, counted and capped."""
+
+    def __init__(self, stream: Reader, fmt: str) -> None:
+        self.stream = stream
+        self.fmt = fmt
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.over = False
+
+    def read(self, length: int = tarsafe.CHUNK, /) -> bytes:
+        if self.size + length > MAX_LAYER_UNCOMPRESSED:
+            self.over = True
+            raise FormatError(
+                self.fmt,
+                f"decompresses past {MAX_LAYER_UNCOMPRESSED} bytes; a bomb or too large",
+            )
+        data = read_chunk(self.stream, length, self.fmt, self.size)
+        self.hash.update(data)
+        self.size += len(data)
+        return data
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def drain(self) -> None:
+        while self.read(tarsafe.CHUNK):
+            pass
+
+
+def _summary(form: str, images: list[dict[str, Any]], archive: _Archive) -> dict[str, Any]:
+    layers = list(archive.layers.values())
+    sizes = [layer.get("uncompressed_size") for layer in layers]
+    total = sum(s for s in sizes if isinstance(s, int)) if None not in sizes else None
+    first = images[0] if images else {}
+    return {
+        "form": form,
+        "tags": sorted(set(archive.tags)),
+        "architecture": first.get("architecture"),
+        "os": first.get("os"),
+        "images": images,
+        "total_uncompressed_size": total,
+    }
+
+
+def _key(name: str) -> str:
+    return name.removeprefix("./").strip("/")
+
+
+def _blob_path(digest: str) -> str:
+    algorithm, _, encoded = digest.partition(":")
+    return f"blobs/{algorithm}/{encoded}"
+
+
+def _digest_from_path(path: str) -> str | None:
+    parts = _key(path).split("/")
+    name = parts[-1].removesuffix(".json").removesuffix(".tar")
+    if len(parts) == 3 and parts[0] == "blobs":
+        return f"{parts[1]}:{name}"
+    if len(parts) == 1 and len(name) == 64:
+        return f"sha256:{name}"
+    return None
+
+
+def _algorithm(digest: str, archive: _Archive) -> str | None:
+    algorithm = digest.partition(":")[0]
+    if algorithm not in _HASHES:
+        archive.note(unsafe, Code.DIGEST_MISMATCH, f"digest {digest} uses an unknown algorithm")
+        return None
+    return algorithm
+
+
+def _hash(digest: str, data: bytes, archive: _Archive) -> str | None:
+    algorithm = _algorithm(digest, archive)
+    return None if algorithm is None else f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def _config_facts(config: Any) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        return {"architecture": None, "os": None}
+    return {"architecture": config.get("architecture"), "os": config.get("os")}
+
+
+def _diff_ids(config: Any) -> list[str]:
+    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    return _strings(rootfs.get("diff_ids") if isinstance(rootfs, dict) else None)
+
+
+def _repo_tags(manifest: Any) -> list[str]:
+    return [
+        t
+        for entry in _as_list(manifest)
+        if isinstance(entry, dict)
+        for t in _strings(entry.get("RepoTags"))
+    ]
+
+
+def _repositories(document: Any) -> list[str]:
+    if not isinstance(document, dict):
+        return []
+    return [
+        f"{repo}:{tag}" for repo, tags in document.items() if isinstance(tags, dict) for tag in tags
+    ]
+
+
+def _list(document: Any, key: str) -> list[Any]:
+    value = document.get(key) if isinstance(document, dict) else None
+    return value if isinstance(value, list) else []
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []

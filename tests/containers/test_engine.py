@@ -1,0 +1,108 @@
+"""Containers through the whole engine: reports, members, caps, claims, libmagic names."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import imgfmt
+from imgfmt.containers.compressed import inspect_compressed
+from imgfmt.detect import inspect_source
+from imgfmt.source import BytesSource
+from tests.conftest import fixture_entries
+
+BUILD = {e["name"]: e["path"] for e in fixture_entries() if e["recipe"] in {"ova", "docker"}}
+BUILD.update({e["name"]: e["path"] for e in fixture_entries() if e["recipe"] == "compressed"})
+
+
+def test_ova_member_is_the_disk_inspected_in_place() -> None:
+    report = imgfmt.inspect(BUILD["good.ova"])
+
+    (member,) = report.members
+    assert member.path.endswith("good.ova:disk.vmdk")
+    assert member.disk_format == "vmdk"
+    assert member.details["create_type"] == "streamOptimized"
+    assert report.details["disks"][0]["capacity"] == member.virtual_size
+
+
+def test_hostile_vmdk_in_ova_is_as_unsafe_as_bare() -> None:
+    report = imgfmt.inspect(BUILD["host-file-vmdk.ova"])
+    assert not report.members[0].safe
+    assert "external-extent" in report.members[0].codes()
+
+
+def test_docker_layers_are_listed() -> None:
+    report = imgfmt.inspect(BUILD["oci.tar"])
+    (image,) = report.details["images"]
+    (layer,) = image["layers"]
+
+    assert layer["media_type"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert layer["digest"].startswith("sha256:")
+    assert layer["members"] > 0
+    assert report.details["total_uncompressed_size"] == layer["uncompressed_size"]
+
+
+def test_bomb_stops_at_the_cap() -> None:
+    zeros = io.BytesIO()
+    with gzip.GzipFile(fileobj=zeros, mode="wb") as out:
+        for _ in range(64):
+            out.write(bytes(1 << 20))
+    source = BytesSource(zeros.getvalue(), "bomb.gz")
+
+    found = inspect_compressed(source, inspect_source, cap=8 << 20)
+
+    assert [str(f.code) for f in found.findings] == ["decompression-limit"]
+    assert found.virtual_size is None
+    assert source.bytes_read < 1 << 20
+
+
+def test_gzipped_cpio_stays_an_initramfs() -> None:
+    report = imgfmt.inspect(BUILD["initrd.cpio.gz"])
+    assert (report.disk_format, report.container_format) == ("ari", "bare")
+
+
+@pytest.mark.parametrize(
+    ("name", "claim", "ok"),
+    [
+        ("good.ova", "ova", True),
+        ("good.ova", "bare", False),
+        ("disk.qcow2.gz", "compressed", True),
+        ("initrd.cpio.gz", "ari", True),
+        ("initrd.cpio.gz", "aki", False),
+        ("docker.tar", "docker", True),
+    ],
+)
+def test_expect_container(name: str, claim: str, ok: bool) -> None:
+    report = imgfmt.inspect(BUILD[name], expect_container=claim)
+    assert ("format-mismatch" not in report.codes()) is ok
+
+
+def test_no_image_is_named_by_libmagic(tmp_path: Path) -> None:
+    pdf = tmp_path / "doc.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n")
+    plain = tmp_path / "plain.tar"
+    with tarfile.open(plain, "w") as tar:
+        tar.add(pdf, "doc.pdf")
+
+    assert imgfmt.inspect(pdf).details["magic"].startswith("PDF document")
+    report = imgfmt.inspect(plain)
+    assert (report.disk_format, report.container_format) == ("raw", "bare")
+    assert "tar archive" in report.details["magic"]
+
+
+def test_cli_table_shows_members_and_expect_container() -> None:
+    from click.testing import CliRunner
+
+    from imgfmt.cli.main import cli
+
+    result = CliRunner().invoke(
+        cli, ["inspect", "--expect-container", "ova", BUILD["good.ova"]], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "member" in result.output and "disk.vmdk" in result.output
+    bad = CliRunner().invoke(cli, ["inspect", "--expect-container", "zip", BUILD["good.ova"]])
+    assert bad.exit_code == 2

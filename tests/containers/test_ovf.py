@@ -1,0 +1,83 @@
+"""OVF descriptors: facts Glance imports, forbidden XML, hrefs, units; fuzzed XML."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imgfmt.containers.ovf import Descriptor, href_problem, unit_multiplier
+from imgfmt.errors import FormatError, ImgfmtError
+from tests.fixtures.recipes.ova import _LAUGHS, _XXE, descriptor
+
+
+def test_descriptor_facts() -> None:
+    parsed = Descriptor.from_bytes(descriptor(), "ovf")
+
+    assert parsed.details["virtual_system"] == "imgfmt-appliance"
+    assert parsed.details["operating_system"]["id"] == "96"
+    assert parsed.details["cpus"] == 2
+    assert parsed.details["memory"] == 512 << 20
+    assert parsed.details["cim_pasd_InstructionSet"] == "x86:64"
+    assert [(f.id, f.href) for f in parsed.files] == [("file1", "disk.vmdk")]
+    assert parsed.disks[0].capacity == 16 << 20
+    assert parsed.findings == ()
+
+
+@pytest.mark.parametrize("hostile", [_XXE, _LAUGHS], ids=["xxe", "billion-laughs"])
+def test_entities_are_findings_never_expanded(hostile: tuple[str, str]) -> None:
+    parsed = Descriptor.from_bytes(descriptor(hostile=hostile), "ovf")
+    assert [str(f.code) for f in parsed.findings] == ["unsafe-xml"]
+    assert parsed.files == ()
+
+
+def test_not_an_envelope_is_a_format_error() -> None:
+    with pytest.raises(FormatError):
+        Descriptor.from_bytes(b"<html/>", "ovf")
+
+
+@pytest.mark.parametrize(
+    ("href", "bad"),
+    [
+        ("disk.vmdk", False),
+        ("sub/disk.vmdk", False),
+        ("../disk.vmdk", True),
+        ("/etc/passwd", True),
+        ("http://example.com/x", True),
+        ("file:///etc/passwd", True),
+        ("C:\\x", True),
+    ],
+)
+def test_href_problems(href: str, bad: bool) -> None:
+    assert (href_problem(href) is not None) is bad
+
+
+@pytest.mark.parametrize(
+    ("units", "multiplier"),
+    [
+        ("byte", 1),
+        ("byte * 2^20", 1 << 20),
+        ("byte*10^3", 1000),
+        ("MegaBytes", 1 << 20),
+        ("byte * 3^2", None),
+        ("furlong", None),
+    ],
+)
+def test_units(units: str, multiplier: int | None) -> None:
+    assert unit_multiplier(units) == multiplier
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cut=st.integers(0, 4000),
+    edits=st.lists(st.tuples(st.integers(0, 3999), st.sampled_from(b"<>&;\"'=/!x ")), max_size=6),
+)
+def test_mutated_descriptors_never_crash(cut: int, edits: list[tuple[int, int]]) -> None:
+    data = bytearray(descriptor())
+    for offset, value in edits:
+        if offset < len(data):
+            data[offset] = value
+    with contextlib.suppress(ImgfmtError):
+        Descriptor.from_bytes(bytes(data[:cut]), "ovf")

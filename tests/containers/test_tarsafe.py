@@ -1,0 +1,123 @@
+"""tarsafe: headers parsed by hand, members checked, and any damage an ImgfmtError."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tarfile
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imgfmt.containers import tarsafe
+from imgfmt.containers.tarsafe import LinkRule, SourceCursor, StreamCursor, TarMember
+from imgfmt.errors import FormatError, ImgfmtError
+from imgfmt.source import BytesSource
+
+
+def _archive(*entries: tuple[tarfile.TarInfo, bytes], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
+        for info, data in entries:
+            info.size = len(data) if info.isreg() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return buffer.getvalue()
+
+
+def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, b""
+
+
+def _walk(data: bytes) -> list[TarMember]:
+    return list(tarsafe.walk(SourceCursor(BytesSource(data)), "tar"))
+
+
+def _codes(data: bytes, rule: LinkRule = LinkRule.REFUSE) -> list[str]:
+    found = tarsafe.member_findings(_walk(data), "tar", len(data), rule)
+    return [str(f.code) for f in found]
+
+
+def test_walk_gives_names_sizes_and_data_offsets() -> None:
+    long_name = "d/" + "n" * 200
+    data = _archive(_file("a", b"hello"), _file(long_name, b"12345678" * 100))
+    members = _walk(data)
+
+    assert [m.name for m in members] == ["a", long_name]
+    assert data[members[0].offset : members[0].offset + 5] == b"hello"
+    assert members[1].size == 800
+
+
+def test_gnu_long_names_are_read() -> None:
+    name = "x" * 300
+    assert [m.name for m in _walk(_archive(_file(name), fmt=tarfile.GNU_FORMAT))] == [name]
+
+
+def test_stream_cursor_reads_what_source_cursor_reads() -> None:
+    data = _archive(_file("a", b"1" * 700), _file("b", b"2"))
+    streamed = list(tarsafe.walk(StreamCursor(io.BytesIO(data)), "tar"))
+    assert [(m.name, m.size) for m in streamed] == [(m.name, m.size) for m in _walk(data)]
+
+
+def test_bad_checksum_is_a_format_error() -> None:
+    data = bytearray(_archive(_file("a")))
+    data[0] ^= 0xFF
+    with pytest.raises(FormatError, match="checksum"):
+        _walk(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [_file("../etc/x"), _file("/etc/x"), _link("l", "/etc/passwd"), _link("h", "a", b"1")],
+    ids=["traversal", "absolute", "symlink", "hardlink"],
+)
+def test_hostile_members_are_unsafe(entry: tuple[tarfile.TarInfo, bytes]) -> None:
+    assert "unsafe-member" in _codes(_archive(_file("a"), entry))
+
+
+def test_repeated_member_is_unsafe() -> None:
+    assert _codes(_archive(_file("a"), _file("./a"))) == ["unsafe-member"]
+
+
+def test_links_inside_an_image_store_are_allowed() -> None:
+    data = _archive(_file("b.tar"), _link("d/layer.tar", "../b.tar"))
+    assert _codes(data, LinkRule.INSIDE) == []
+    assert _codes(_archive(_link("d/x", "../../etc")), LinkRule.INSIDE) == ["unsafe-member"]
+
+
+def test_rootfs_allows_absolute_names_and_symlinks_but_not_escapes() -> None:
+    data = _archive(_file("/etc/hostname"), _link("bin", "/usr/bin"))
+    assert _codes(data, LinkRule.ROOTFS) == []
+    assert _codes(_archive(_file("../x")), LinkRule.ROOTFS) == ["unsafe-member"]
+
+
+def test_member_past_the_end_is_out_of_bounds() -> None:
+    data = _archive(_file("a", b"z" * 4096))[:2048]
+    assert "out-of-bounds" in _codes(data)
+
+
+def test_link_target_resolution() -> None:
+    link = TarMember("a/b", ord("2"), 0, 0, 0, "../c")
+    assert tarsafe.link_target(link) == "c"
+    assert tarsafe.link_target(TarMember("a", ord("2"), 0, 0, 0, "../c")) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cut=st.integers(0, 3 * 1024),
+    edits=st.lists(st.tuples(st.integers(0, 3 * 1024 - 1), st.integers(0, 255)), max_size=8),
+)
+def test_mutated_headers_never_crash(cut: int, edits: list[tuple[int, int]]) -> None:
+    data = bytearray(_archive(_file("a" * 120, b"q" * 600), _link("l", "a"), _file("b")))
+    for offset, value in edits:
+        if offset < len(data):
+            data[offset] = value
+    blob = bytes(data[:cut])
+    with contextlib.suppress(ImgfmtError):
+        tarsafe.member_findings(_walk(blob), "tar", len(blob))
