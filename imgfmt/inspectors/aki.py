@@ -36,7 +36,7 @@ from typing import Any
 
 from ..report import Code, Finding, unsafe, warning
 from ..source import Source
-from .base import Inspection, Inspector, probe_bytes
+from .base import Inspection, Inspector, align4, probe_bytes
 from .raw import qemu_raw_size
 
 log = logging.getLogger(__name__)
@@ -588,9 +588,5 @@ def _note_owners(data: bytes, order: str) -> list[str]:
         namesz, descsz, _type = layout.unpack_from(data, pos)
         name = data[pos + layout.size : pos + layout.size + namesz]
         owners.append(name.rstrip(b"\0").decode("ascii", errors="replace"))
-        pos += layout.size + _align4(namesz) + _align4(descsz)
+        pos += layout.size + align4(namesz) + align4(descsz)
     return owners
-
-
-def _align4(n: int) -> int:
-    return (n + 3) & ~3

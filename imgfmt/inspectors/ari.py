@@ -43,7 +43,7 @@ import zstandard
 from ..errors import FormatError
 from ..report import Code, Finding, info, unsafe, warning
 from ..source import Source
-from .base import Inspection, Inspector, probe_bytes
+from .base import Inspection, Inspector, align4, cstring, probe_bytes
 from .raw import qemu_raw_size
 
 Reader = Callable[[int, int], bytes]
@@ -483,8 +483,8 @@ def _entry(view: View, pos: int, seg: Segment, walk: Walk) -> tuple[int, bool] |
     name = _entry_name(view, pos, header, walk)
     if name is None:
         return None
-    data_pos = _align4(pos + CPIO_HEADER.size + header.namesize)
-    next_pos = _align4(data_pos + header.filesize)
+    data_pos = align4(pos + CPIO_HEADER.size + header.namesize)
+    next_pos = align4(data_pos + header.filesize)
     if view.end is not None and data_pos + header.filesize > view.end:
         _cut_short(view, data_pos, f"data of {name!r}", walk)
         return None
@@ -515,7 +515,7 @@ def _entry_name(view: View, pos: int, header: CpioHeader, walk: Walk) -> str | N
         )
         return None
     # Linux takes the name as a C string: it ends at the first NUL.
-    return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    return cstring(raw)
 
 
 def _check_crc(view: View, data_pos: int, header: CpioHeader, name: str, walk: Walk) -> None:
@@ -663,10 +663,6 @@ def _stream_defects(head: Head, compression: Compression, pos: int, walk: Walk) 
                 pos,
             )
         )
-
-
-def _align4(n: int) -> int:
-    return (n + 3) & ~3
 
 
 class InitramfsInspector(Inspector):

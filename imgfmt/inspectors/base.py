@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import FormatError, TruncatedError
-from ..report import Finding
+from ..report import Code, Finding, info
 from ..source import Source
 
 
@@ -31,6 +31,14 @@ class Inspection:
     virtual_size: int
     details: Mapping[str, Any] = field(default_factory=dict)
     findings: tuple[Finding, ...] = ()
+
+
+#: Why a capped table is enough where qemu does not check the entries either.
+UNCHECKED_READ_AS_ZEROS = (
+    "an unchecked entry can at worst point past the end of the file, which qemu reads as zeros"
+)
+#: Why a capped table is noted where qemu checks every entry on open.
+UNCHECKED_REFUSED = "qemu checks all of them on open and refuses a block past the end"
 
 
 class Inspector(ABC):
@@ -70,6 +78,15 @@ class Inspector(ABC):
         return layout.unpack(cls.read(source, offset, layout.size, what))
 
     @classmethod
+    def unchecked(cls, count: int, total: int, what: str, why: str, offset: int) -> Finding:
+        """The note that a table was checked only up to its cap: ``count`` of ``total``."""
+        return info(
+            Code.NOTE,
+            f"{cls.format}: only the first {count} of {total} {what} were checked; {why}",
+            offset,
+        )
+
+    @classmethod
     def error(
         cls, message: str, offset: int | None = None, field: str | None = None
     ) -> FormatError:
@@ -85,3 +102,13 @@ def probe_bytes(source: Source, offset: int, length: int) -> bytes:
         return source.read(offset, length)
     except UnverifiableError:
         return b""
+
+
+def cstring(raw: bytes) -> str:
+    """A C string from the image: up to the first NUL, undecodable UTF-8 replaced."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+
+
+def align4(n: int) -> int:
+    """``n`` rounded up to a multiple of 4 (cpio and ELF note padding)."""
+    return (n + 3) & ~3

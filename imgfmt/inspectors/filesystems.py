@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..source import Source
+from .base import cstring
 
 #: Bytes read from the start of a filesystem: covers the ext, XFS, FAT, swap and LVM2 labels.
 HEAD_READ = 8192
@@ -74,7 +75,7 @@ class Filesystem:
 
 def _text(raw: bytes) -> str | None:
     """A NUL- or space-padded label, or None when it is empty."""
-    text = raw.split(b"\0", 1)[0].decode("utf-8", errors="replace").rstrip(" ")
+    text = cstring(raw).rstrip(" ")
     return text or None
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..report import Code, Finding, info, unsafe
 from ..source import Source
-from .base import Inspection, Inspector, probe_bytes
+from .base import Inspection, Inspector, cstring, probe_bytes
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,6 @@ class Luks2Header:
         return cls(*_LUKS2_HEADER.unpack_from(data))
 
 
-def _cstring(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
-
-
 class LuksInspector(Inspector):
     """LUKS volumes as qemu's ``luks`` driver reads them."""
 
@@ -189,10 +185,10 @@ class LuksInspector(Inspector):
         h2 = Luks2Header.from_bytes(cls.read(source, 0, _LUKS2_HEADER.size, "LUKS2 header"))
         details = {
             "version": h2.version,
-            "label": _cstring(h2.label),
-            "checksum_alg": _cstring(h2.checksum_alg),
+            "label": cstring(h2.label),
+            "checksum_alg": cstring(h2.checksum_alg),
             "hdr_size": h2.hdr_size,
-            "uuid": _cstring(h2.uuid),
+            "uuid": cstring(h2.uuid),
         }
         return Inspection(cls.format, 0, details, (cls._unsupported_version(h2.version),))
 
@@ -222,7 +218,7 @@ class LuksInspector(Inspector):
     def _check_cipher(cls, h: LuksHeader) -> list[Finding]:
         """The cipher, mode, IV generator and hash names qemu can use (_parse_header)."""
         problem = _cipher_problem(
-            _cstring(h.cipher_name), _cstring(h.cipher_mode), _cstring(h.hash_spec), h.key_bytes
+            cstring(h.cipher_name), cstring(h.cipher_mode), cstring(h.hash_spec), h.key_bytes
         )
         if not problem:
             return []
@@ -323,15 +319,15 @@ class LuksInspector(Inspector):
     def _details(h: LuksHeader) -> dict[str, Any]:
         return {
             "version": h.version,
-            "cipher_name": _cstring(h.cipher_name),
-            "cipher_mode": _cstring(h.cipher_mode),
-            "hash_spec": _cstring(h.hash_spec),
+            "cipher_name": cstring(h.cipher_name),
+            "cipher_mode": cstring(h.cipher_mode),
+            "hash_spec": cstring(h.hash_spec),
             "payload_offset": h.payload_offset * SECTOR_SIZE,
             "key_bytes": h.key_bytes,
             "active_key_slots": [
                 i for i, slot in enumerate(h.key_slots) if slot.active == KEY_SLOT_ENABLED
             ],
-            "uuid": _cstring(h.uuid),
+            "uuid": cstring(h.uuid),
         }
 
 

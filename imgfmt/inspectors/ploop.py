@@ -20,7 +20,7 @@ from typing import Any
 
 from ..report import Code, Finding, info, unsafe, warning
 from ..source import Source
-from .base import Inspection, Inspector, probe_bytes
+from .base import UNCHECKED_READ_AS_ZEROS, Inspection, Inspector, probe_bytes
 
 log = logging.getLogger(__name__)
 
@@ -281,11 +281,11 @@ class PloopInspector(Inspector):
         found += cls._check_entries(h, struct.unpack(f"<{count}I", raw), size)
         if h.bat_entries > count:
             found.append(
-                info(
-                    Code.NOTE,
-                    f"ploop: only the first {count} of {h.bat_entries} BAT entries were checked; an"
-                    " unchecked entry can at worst point past the end of the file, which qemu"
-                    " reads as zeros",
+                cls.unchecked(
+                    count,
+                    h.bat_entries,
+                    "BAT entries",
+                    UNCHECKED_READ_AS_ZEROS,
                     _HEADER.size + 4 * count,
                 )
             )

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import TruncatedError
 from ..report import Code, Finding, info, unsafe, warning
 from ..source import Source
-from .base import Inspection, Inspector, probe_bytes
+from .base import Inspection, Inspector, cstring, probe_bytes
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class FeatureName:
     @classmethod
     def from_bytes(cls, data: bytes) -> FeatureName:
         kind, bit, name = FEATURE_ENTRY.unpack(data)
-        return cls(kind, bit, _text(name))
+        return cls(kind, bit, cstring(name))
 
 
 @dataclass(frozen=True)
@@ -781,7 +781,7 @@ def _backing_file(
     ):
         findings.append(_invalid("backing_file_size", f"backing_file_size {size} is too long"))
     findings += _past_eof(source.size, "backing_file_offset", offset, size)
-    name = _text(source.read(offset, min(size, MAX_BACKING_FILE_SIZE)))
+    name = cstring(source.read(offset, min(size, MAX_BACKING_FILE_SIZE)))
     fmt = extensions.backing_format
     shown = f"'{name}'" + (f" of format '{fmt}'" if fmt is not None else "")
     findings.append(
@@ -890,8 +890,8 @@ def _snapshot_details(
     id_at = extra_at + entry.extra_data_size
     name_at = id_at + entry.id_str_size
     return {
-        "id": _text(source.read(id_at, min(entry.id_str_size, MAX_SNAPSHOT_NAME_READ))),
-        "name": _text(source.read(name_at, min(entry.name_size, MAX_SNAPSHOT_NAME_READ))),
+        "id": cstring(source.read(id_at, min(entry.id_str_size, MAX_SNAPSHOT_NAME_READ))),
+        "name": cstring(source.read(name_at, min(entry.name_size, MAX_SNAPSHOT_NAME_READ))),
         "vm_state_size": vm_state_size,
         "disk_size": disk_size,
         "date_sec": entry.date_sec,
@@ -941,7 +941,7 @@ def _bitmaps(
         name_at = start + BITMAP_ENTRY.size + entry.extra_data_size
         bitmaps.append(
             {
-                "name": _text(data[name_at : name_at + entry.name_size]),
+                "name": cstring(data[name_at : name_at + entry.name_size]),
                 "granularity": 1 << min(entry.granularity_bits, 63),
                 "flags": entry.flags,
             }
@@ -985,12 +985,7 @@ def _extension_name(magic: int) -> str:
 
 
 def _extension_text(source: Source, ext: Extension, cap: int) -> str:
-    return _text(source.read(ext.offset, min(ext.length, cap)))
-
-
-def _text(data: bytes) -> str:
-    """A C string from the image: up to the first NUL, undecodable bytes replaced."""
-    return data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    return cstring(source.read(ext.offset, min(ext.length, cap)))
 
 
 def _invalid(field_name: str, problem: str) -> Finding:

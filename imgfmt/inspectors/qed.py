@@ -19,7 +19,7 @@ from typing import Any
 
 from ..report import Code, Finding, info, unsafe, warning
 from ..source import Source
-from .base import Inspection, Inspector, probe_bytes
+from .base import Inspection, Inspector, cstring, probe_bytes
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def _backing_file(source: Source, header: QedHeader) -> tuple[str | None, list[F
             _invalid("backing_filename_size", f"backing_filename_size {size} is too long")
         )
     data = source.read(offset, min(size, BACKING_FILENAME_BUFFER))
-    name = data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    name = cstring(data)
     fmt = _backing_format(header)
     shown = f"'{name}'" + (f" of format '{fmt}'" if fmt else "")
     findings.append(

@@ -18,9 +18,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ..report import Code, Finding, info, unsafe, warning
+from ..report import Code, Finding, unsafe, warning
 from ..source import Source
-from .base import Inspection, Inspector, probe_bytes
+from .base import UNCHECKED_READ_AS_ZEROS, Inspection, Inspector, cstring, probe_bytes
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,6 @@ class VdiHeader:
 
 def _uuid(raw: bytes) -> str:
     return str(uuid.UUID(bytes_le=raw))
-
-
-def _text(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
 
 
 class VdiInspector(Inspector):
@@ -291,11 +287,11 @@ class VdiInspector(Inspector):
             )
         if h.blocks_in_image > count:
             found.append(
-                info(
-                    Code.NOTE,
-                    f"vdi: only the first {count} of {h.blocks_in_image} block map entries were"
-                    " checked; an unchecked entry can at worst point past the end of the file,"
-                    " which qemu reads as zeros",
+                cls.unchecked(
+                    count,
+                    h.blocks_in_image,
+                    "block map entries",
+                    UNCHECKED_READ_AS_ZEROS,
                     h.offset_bmap + 4 * count,
                 )
             )
@@ -309,10 +305,10 @@ class VdiInspector(Inspector):
     def _details(h: VdiHeader) -> dict[str, Any]:
         return {
             "version": f"{h.version >> 16}.{h.version & 0xFFFF}",
-            "text": _text(h.text),
+            "text": cstring(h.text),
             "image_type": IMAGE_TYPES.get(h.image_type, h.image_type),
             "image_flags": h.image_flags,
-            "description": _text(h.description),
+            "description": cstring(h.description),
             "header_size": h.header_size,
             "offset_bmap": h.offset_bmap,
             "offset_data": h.offset_data,

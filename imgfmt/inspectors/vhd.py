@@ -28,9 +28,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ..report import Code, Finding, info, unsafe, warning
+from ..report import Code, Finding, unsafe, warning
 from ..source import Source
-from .base import Inspection, Inspector, probe_bytes
+from .base import UNCHECKED_REFUSED, Inspection, Inspector, probe_bytes
 
 log = logging.getLogger(__name__)
 
@@ -406,11 +406,8 @@ class VhdInspector(Inspector):
         found = cls._check_blocks(dyn, table, size)
         if count < dyn.max_table_entries:
             found.append(
-                info(
-                    Code.NOTE,
-                    f"vhd: only the first {count} of {dyn.max_table_entries} BAT entries were"
-                    " checked; qemu checks all of them on open and refuses a block past the end",
-                    dyn.table_offset,
+                cls.unchecked(
+                    count, dyn.max_table_entries, "BAT entries", UNCHECKED_REFUSED, dyn.table_offset
                 )
             )
         return found

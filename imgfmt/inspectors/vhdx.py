@@ -32,7 +32,7 @@ from typing import Any
 
 from ..report import Code, Finding, info, unsafe, warning
 from ..source import Source
-from .base import Inspection, Inspector, probe_bytes
+from .base import UNCHECKED_REFUSED, Inspection, Inspector, probe_bytes
 
 log = logging.getLogger(__name__)
 
@@ -753,12 +753,7 @@ class VhdxInspector(Inspector):
         findings = cls._check_bat_entries(table, bat.file_offset, meta, regions, source.size)
         if count < entries:
             findings.append(
-                info(
-                    Code.NOTE,
-                    f"vhdx: only the first {count} of {entries} BAT entries were checked; qemu"
-                    " checks all of them on open and refuses a block past the end",
-                    bat.file_offset,
-                )
+                cls.unchecked(count, entries, "BAT entries", UNCHECKED_REFUSED, bat.file_offset)
             )
         return findings
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import struct
-from functools import cache
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from imgfmt.errors import ImgfmtError
@@ -17,10 +15,10 @@ from imgfmt.inspectors.aki import KernelInspector
 from imgfmt.inspectors.base import Inspection
 from imgfmt.report import Severity
 from imgfmt.source import BytesSource, FileSource
-from tests.fixtures.build import build_recipe
+from tests.inspectors import common
 
-FIXTURES = build_recipe("aki")
-BY_NAME = {str(entry["name"]): entry for entry in FIXTURES}
+FIXTURES = common.entries("aki")
+BY_NAME = common.by_name(FIXTURES)
 READ_BUDGET = 64 * 1024
 FUZZ_WINDOW = 64 * 1024
 
@@ -31,10 +29,8 @@ def _needs(name: str) -> dict[str, Any]:
     return BY_NAME[name]
 
 
-@cache
 def _head(name: str, length: int = FUZZ_WINDOW) -> bytes:
-    with open(str(BY_NAME[name]["path"]), "rb") as f:
-        return f.read(length)
+    return common.head(BY_NAME[name]["path"], length)
 
 
 def _inspect(data: bytes) -> Inspection:
@@ -43,21 +39,9 @@ def _inspect(data: bytes) -> Inspection:
     return KernelInspector.inspect(source)
 
 
-@pytest.mark.parametrize("entry", FIXTURES, ids=lambda e: str(e["name"]))
+@pytest.mark.parametrize("entry", FIXTURES, ids=common.name_of)
 def test_fixture(entry: dict[str, Any]) -> None:
-    with FileSource(entry["path"]) as source:
-        assert KernelInspector.probe(source)
-        inspection = KernelInspector.inspect(source)
-        assert source.bytes_read < READ_BUDGET
-
-    assert inspection.format == "aki"
-    assert inspection.virtual_size == entry["oracle"]["virtual-size"]
-    codes = {str(f.code) for f in inspection.findings}
-    assert set(entry["codes"]) <= codes
-    unsafe = [f for f in inspection.findings if f.severity is Severity.UNSAFE]
-    assert bool(unsafe) != entry["safe"], unsafe
-    for key, value in entry["details"].items():
-        assert inspection.details[key] == value, key
+    common.check_fixture(KernelInspector, entry, READ_BUDGET)
 
 
 def test_debian_bzimage_details() -> None:
@@ -134,22 +118,7 @@ def test_arm64_flags() -> None:
     assert finding.offset == 0x18
 
 
-FUZZ_NAMES = sorted(BY_NAME)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    name=st.sampled_from(FUZZ_NAMES),
-    cut=st.integers(min_value=0, max_value=FUZZ_WINDOW),
-    edits=st.lists(st.tuples(st.integers(0, FUZZ_WINDOW - 1), st.integers(0, 255)), max_size=8),
-)
-def test_mutations_never_crash(name: str, cut: int, edits: list[tuple[int, int]]) -> None:
-    data = bytearray(_head(name)[:cut])
-    for offset, value in edits:
-        if offset < len(data):
-            data[offset] = value
-    source = BytesSource(bytes(data))
-    KernelInspector.probe(source)
-    with contextlib.suppress(ImgfmtError):
-        KernelInspector.inspect(source)
-    assert source.bytes_read < 2 * READ_BUDGET
+@common.FUZZ
+@given(name=st.sampled_from(sorted(BY_NAME)), data=st.data())
+def test_mutations_never_crash(name: str, data: st.DataObject) -> None:
+    common.fuzz(KernelInspector, common.damaged(data, _head(name)), 2 * READ_BUDGET)

@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import bz2
-import contextlib
 import gzip
 import lzma
-from functools import cache
 from typing import Any
 
 import pytest
 import zstandard
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from imgfmt.errors import ImgfmtError
 from imgfmt.inspectors.ari import COMPRESSIONS, MAX_ENTRIES, MAX_OUTPUT, InitramfsInspector
 from imgfmt.inspectors.base import Inspection
 from imgfmt.report import Severity
 from imgfmt.source import BytesSource, FileSource
-from tests.fixtures.build import build_recipe
 from tests.fixtures.recipe import run
+from tests.inspectors import common
 
-FIXTURES = build_recipe("ari")
-BY_NAME = {str(entry["name"]): entry for entry in FIXTURES}
+FIXTURES = common.entries("ari")
+BY_NAME = common.by_name(FIXTURES)
 READ_BUDGET = 2 * 1024 * 1024
 FUZZ_WINDOW = 64 * 1024
 COMPRESSED = [
@@ -37,10 +34,8 @@ COMPRESSED = [
 ]
 
 
-@cache
 def _bytes(name: str) -> bytes:
-    with open(str(BY_NAME[name]["path"]), "rb") as f:
-        return f.read()
+    return common.head(BY_NAME[name]["path"])
 
 
 def _inspect(name: str) -> Inspection:
@@ -48,21 +43,9 @@ def _inspect(name: str) -> Inspection:
         return InitramfsInspector.inspect(source)
 
 
-@pytest.mark.parametrize("entry", FIXTURES, ids=lambda e: str(e["name"]))
+@pytest.mark.parametrize("entry", FIXTURES, ids=common.name_of)
 def test_fixture(entry: dict[str, Any]) -> None:
-    with FileSource(entry["path"]) as source:
-        assert InitramfsInspector.probe(source)
-        inspection = InitramfsInspector.inspect(source)
-        assert source.bytes_read < READ_BUDGET
-
-    assert inspection.format == "ari"
-    assert inspection.virtual_size == entry["oracle"]["virtual-size"]
-    codes = {str(f.code) for f in inspection.findings}
-    assert set(entry["codes"]) <= codes
-    unsafe = [f for f in inspection.findings if f.severity is Severity.UNSAFE]
-    assert bool(unsafe) != entry["safe"], unsafe
-    for key, value in entry["details"].items():
-        assert inspection.details[key] == value, key
+    common.check_fixture(InitramfsInspector, entry, READ_BUDGET)
 
 
 @pytest.mark.parametrize("name", COMPRESSED)
@@ -142,19 +125,7 @@ def test_gzip_of_a_cpio_is_an_initramfs_even_from_memory() -> None:
     assert details["complete"] is True
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    name=st.sampled_from(sorted(BY_NAME)),
-    cut=st.integers(min_value=0, max_value=FUZZ_WINDOW),
-    edits=st.lists(st.tuples(st.integers(0, FUZZ_WINDOW - 1), st.integers(0, 255)), max_size=8),
-)
-def test_mutations_never_crash(name: str, cut: int, edits: list[tuple[int, int]]) -> None:
-    data = bytearray(_bytes(name)[:FUZZ_WINDOW][:cut])
-    for offset, value in edits:
-        if offset < len(data):
-            data[offset] = value
-    source = BytesSource(bytes(data))
-    InitramfsInspector.probe(source)
-    with contextlib.suppress(ImgfmtError):
-        InitramfsInspector.inspect(source)
-    assert source.bytes_read < READ_BUDGET
+@common.FUZZ
+@given(name=st.sampled_from(sorted(BY_NAME)), data=st.data())
+def test_mutations_never_crash(name: str, data: st.DataObject) -> None:
+    common.fuzz(InitramfsInspector, common.damaged(data, _bytes(name)[:FUZZ_WINDOW]), READ_BUDGET)

@@ -3,61 +3,31 @@
 from __future__ import annotations
 
 import io
-import json
-import struct
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from imgfmt.errors import ImgfmtError, TruncatedError
 from imgfmt.inspectors.luks import LuksInspector, _cipher_problem
-from imgfmt.report import Code, Severity
-from imgfmt.source import BytesSource, FileSource, StreamSource
-from tests.fixtures.build import build_recipe
+from imgfmt.report import Code
+from imgfmt.source import StreamSource
+from tests.inspectors import common
 
-FIXTURES: list[dict[str, Any]] = build_recipe("luks")
-BY_NAME = {entry["name"]: entry for entry in FIXTURES}
+FIXTURES = common.entries("luks")
+BY_NAME = common.by_name(FIXTURES)
 READ_BUDGET = 2 * 1024 * 1024
 HEAD = 64 * 1024
 
 
-def _inspect_file(entry: dict[str, Any]) -> tuple[Any, int]:
-    with FileSource(entry["path"]) as source:
-        assert LuksInspector.probe(source)
-        result = LuksInspector.inspect(source)
-        return result, source.bytes_read
-
-
-@pytest.mark.parametrize("entry", FIXTURES, ids=lambda e: e["name"])
+@pytest.mark.parametrize("entry", FIXTURES, ids=common.name_of)
 def test_fixture(entry: dict[str, Any]) -> None:
-    if entry["format"] is None:
-        with FileSource(entry["path"]) as source:
-            assert not LuksInspector.probe(source)
-        return
-    try:
-        result, bytes_read = _inspect_file(entry)
-    except TruncatedError:
-        # A header cut short stops parsing; detection reports it as a truncated image.
-        assert "truncated" in entry["codes"]
-        assert not entry["safe"]
-        return
-    assert result.format == "luks"
-    if entry["oracle"]:
-        assert result.virtual_size == entry["oracle"]["virtual-size"]
-    assert set(entry["codes"]) <= {str(f.code) for f in result.findings}
-    assert entry["safe"] == all(f.severity < Severity.UNSAFE for f in result.findings)
-    for key, value in entry["details"].items():
-        assert result.details[key] == value
-    json.dumps(dict(result.details))
-    assert bytes_read < READ_BUDGET
+    common.check_fixture(LuksInspector, entry, READ_BUDGET)
 
 
 def test_details_name_the_cipher_and_slots() -> None:
-    result, bytes_read = _inspect_file(BY_NAME["aes-xts"])
+    result, bytes_read = common.inspect_file(LuksInspector, BY_NAME["aes-xts"])
     assert result.details["key_bytes"] == 64
     assert result.details["payload_offset"] == 2068480
     assert len(result.details["uuid"]) == 36
@@ -67,7 +37,7 @@ def test_details_name_the_cipher_and_slots() -> None:
 def test_luks2_is_named_and_refused() -> None:
     if "cryptsetup-luks2" not in BY_NAME:
         pytest.skip("cryptsetup is not installed")
-    result, _ = _inspect_file(BY_NAME["cryptsetup-luks2"])
+    result, _ = common.inspect_file(LuksInspector, BY_NAME["cryptsetup-luks2"])
     assert result.details["hdr_size"] == 16384
     assert [f.code for f in result.findings] == [Code.UNSUPPORTED_VERSION]
 
@@ -105,38 +75,14 @@ def test_complete_stream_matches_the_file() -> None:
     assert result.virtual_size == entry["oracle"]["virtual-size"]
 
 
-@cache
-def _image(path: str) -> bytes:
-    return Path(path).read_bytes()
+SAFE = [e for e in FIXTURES if e["safe"] and e["format"] == "luks"]
 
 
-def _survives(data: bytes) -> None:
-    source = BytesSource(data)
-    try:
-        result = LuksInspector.inspect(source)
-    except ImgfmtError:
-        return
-    assert isinstance(result.virtual_size, int)
-    json.dumps(dict(result.details))
-    assert source.bytes_read < READ_BUDGET
-
-
-SAFE = [e for e in FIXTURES if e["safe"] and e["format"]]
-
-
-@pytest.mark.parametrize("entry", SAFE, ids=lambda e: e["name"])
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("entry", SAFE, ids=common.name_of)
+@common.FUZZ
 @given(data=st.data())
 def test_damage_gives_an_inspection_or_an_imgfmt_error(
     entry: dict[str, Any], data: st.DataObject
 ) -> None:
-    image = _image(entry["path"])
-    head = min(len(image), HEAD)
-    if data.draw(st.booleans(), label="truncate"):
-        _survives(image[: data.draw(st.integers(0, head), label="length")])
-        return
-    damaged = bytearray(image[:head])
-    edits = st.tuples(st.integers(0, head - 1), st.integers(0, 0xFFFFFFFF))
-    for offset, value in data.draw(st.lists(edits, min_size=1, max_size=8), label="edits"):
-        damaged[offset : offset + 4] = struct.pack(">I", value)[: head - offset]
-    _survives(bytes(damaged))
+    image = common.head(entry["path"], HEAD)
+    common.fuzz(LuksInspector, common.damaged(data, image, width=4), READ_BUDGET)

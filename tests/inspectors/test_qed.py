@@ -2,66 +2,34 @@
 
 from __future__ import annotations
 
-import contextlib
 import struct
-from functools import cache
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from imgfmt.errors import FormatError, ImgfmtError, TruncatedError
-from imgfmt.inspectors.base import Inspection
 from imgfmt.inspectors.qed import QedHeader, QedInspector, max_image_size
-from imgfmt.report import Severity
 from imgfmt.source import BytesSource, FileSource
-from tests.fixtures.build import build_recipe
+from tests.inspectors import common
 
-FIXTURES = build_recipe("qed")
-BY_NAME = {str(entry["name"]): entry for entry in FIXTURES}
+FIXTURES = common.entries("qed")
+BY_NAME = common.by_name(FIXTURES)
 READ_BUDGET = 64 * 1024
 
 
-@cache
 def _bytes(name: str) -> bytes:
-    with open(str(BY_NAME[name]["path"]), "rb") as f:
-        return f.read()
+    return common.head(BY_NAME[name]["path"])
 
 
-def _outcome(entry: dict[str, Any]) -> tuple[Inspection | None, set[str]]:
-    """The inspection, or None, with the codes that detection would report."""
-    with FileSource(entry["path"]) as source:
-        assert QedInspector.probe(source)
-        try:
-            inspection = QedInspector.inspect(source)
-        except TruncatedError:
-            return None, {"truncated"}
-        except FormatError:
-            return None, {"invalid-header"}
-        assert source.bytes_read < READ_BUDGET
-    return inspection, {str(f.code) for f in inspection.findings}
-
-
-@pytest.mark.parametrize("entry", FIXTURES, ids=lambda e: str(e["name"]))
+@pytest.mark.parametrize("entry", FIXTURES, ids=common.name_of)
 def test_fixture(entry: dict[str, Any]) -> None:
-    inspection, codes = _outcome(entry)
-    assert set(entry["codes"]) <= codes
-    if inspection is None:
-        assert not entry["safe"]
-        return
-    assert inspection.format == "qed"
-    expected = entry["oracle"]["virtual-size"] if entry["oracle"] else entry["virtual_size"]
-    assert inspection.virtual_size == expected
-    unsafe = [f for f in inspection.findings if f.severity is Severity.UNSAFE]
-    assert bool(unsafe) != entry["safe"], unsafe
-    for key, value in entry["details"].items():
-        assert inspection.details[key] == value, key
+    common.check_fixture(QedInspector, entry, READ_BUDGET)
 
 
 def test_backing_file_message() -> None:
-    inspection, _ = _outcome(BY_NAME["passwd.qed"])
-    assert inspection is not None
+    with FileSource(BY_NAME["passwd.qed"]["path"]) as source:
+        inspection = QedInspector.inspect(source)
     (finding,) = [f for f in inspection.findings if f.code == "backing-file"]
     assert "'/etc/passwd'" in finding.message
     assert finding.offset == 0x38
@@ -93,30 +61,13 @@ def test_probe_rejects_short_and_foreign_data() -> None:
     assert not QedInspector.probe(BytesSource(b"QFI\xfb" + bytes(100)))
 
 
-NAMES = sorted(BY_NAME)
 HEAD = 64 * 1024
+#: Half the edits land in the 128-byte header.
+OFFSETS = st.one_of(st.integers(0, 127), st.integers(0, HEAD - 1))
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    name=st.sampled_from(NAMES),
-    cut=st.integers(min_value=0, max_value=HEAD),
-    edits=st.lists(
-        st.tuples(st.one_of(st.integers(0, 127), st.integers(0, HEAD - 1)), st.integers(0, 255)),
-        max_size=12,
-    ),
-    truncate=st.booleans(),
-)
-def test_mutations_never_crash(
-    name: str, cut: int, edits: list[tuple[int, int]], truncate: bool
-) -> None:
-    data = bytearray(_bytes(name)[:HEAD] if truncate else _bytes(name))
-    for offset, value in edits:
-        if offset < len(data):
-            data[offset] = value
-    if truncate:
-        del data[cut:]
-    source = BytesSource(bytes(data))
-    with contextlib.suppress(ImgfmtError):
-        QedInspector.inspect(source)
-    assert source.bytes_read < READ_BUDGET
+@common.FUZZ
+@given(name=st.sampled_from(sorted(BY_NAME)), whole=st.booleans(), data=st.data())
+def test_mutations_never_crash(name: str, whole: bool, data: st.DataObject) -> None:
+    image = common.head(BY_NAME[name]["path"], None if whole else HEAD)
+    common.fuzz(QedInspector, common.damaged(data, image, OFFSETS, max_edits=12), READ_BUDGET)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import io
 import struct
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from imgfmt.errors import FormatError, ImgfmtError
+from imgfmt.errors import ImgfmtError
 from imgfmt.inspectors.vhd import (
     VHD_MAX_GEOMETRY,
     VhdFooter,
@@ -20,12 +18,13 @@ from imgfmt.inspectors.vhd import (
     qemu_sectors,
     vhd_checksum,
 )
-from imgfmt.report import Severity
 from imgfmt.source import BytesSource, FileSource, StreamSource
-from tests.fixtures.build import build_recipe
+from tests.inspectors import common
 
-ENTRIES = build_recipe("vhd")
+ENTRIES = common.entries("vhd")
 IDS = [e["name"] for e in ENTRIES]
+BY_NAME = common.by_name(ENTRIES)
+READ_BUDGET = 2 * 1024 * 1024
 FUZZED = ("dynamic-10m", "data-dynamic", "data-fixed", "differencing-passwd", "huge-2040g")
 HEAD = 64 * 1024
 #: Where mutations land: anywhere in the first 64 KiB, often in the footer and dynamic
@@ -34,35 +33,16 @@ OFFSETS = st.one_of(st.integers(0, HEAD - 1), st.integers(0, 1535), st.integers(
 
 
 def _entry(name: str) -> dict[str, Any]:
-    return next(e for e in ENTRIES if e["name"] == name)
+    return BY_NAME[name]
 
 
-@cache
 def _bytes(name: str) -> bytes:
-    return Path(_entry(name)["path"]).read_bytes()
+    return common.head(_entry(name)["path"])
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 def test_fixture(entry: dict[str, Any]) -> None:
-    with FileSource(entry["path"]) as source:
-        assert VhdInspector.probe(source)
-        try:
-            result = VhdInspector.inspect(source)
-        except FormatError:
-            # Only images qemu refuses may stop the parse; detection reports invalid-header.
-            assert not entry["safe"] and entry["oracle"] is None
-            assert set(entry["codes"]) <= {"invalid-header"}
-            return
-
-    assert result.format == "vhd"
-    if entry["oracle"] is not None:
-        assert result.virtual_size == entry["oracle"]["virtual-size"]
-    codes = {str(f.code) for f in result.findings}
-    assert set(entry["codes"]) <= codes, result.findings
-    has_unsafe = any(f.severity is Severity.UNSAFE for f in result.findings)
-    assert has_unsafe is not entry["safe"], result.findings
-    for key, value in entry["details"].items():
-        assert result.details[key] == value, key
+    common.check_fixture(VhdInspector, entry, READ_BUDGET)
 
 
 def test_details_of_a_dynamic_disk() -> None:
@@ -143,30 +123,8 @@ def test_short_or_foreign_data(data: bytes) -> None:
         VhdInspector.inspect(source)
 
 
-def _outcome(data: bytes) -> None:
-    source = BytesSource(data)
-    VhdInspector.probe(source)
-    try:
-        result = VhdInspector.inspect(source)
-    except ImgfmtError:
-        return
-    assert isinstance(result.virtual_size, int)
-
-
 @pytest.mark.parametrize("name", FUZZED)
-@settings(max_examples=200, deadline=None)
+@common.FUZZ
 @given(data=st.data())
-def test_truncation_gives_inspection_or_error(name: str, data: st.DataObject) -> None:
-    original = _bytes(name)
-    _outcome(original[: data.draw(st.integers(0, len(original)))])
-
-
-@pytest.mark.parametrize("name", FUZZED)
-@settings(max_examples=200, deadline=None)
-@given(edits=st.lists(st.tuples(OFFSETS, st.integers(0, 255)), min_size=1, max_size=8))
-def test_mutation_gives_inspection_or_error(name: str, edits: list[tuple[int, int]]) -> None:
-    mutated = bytearray(_bytes(name))
-    for offset, value in edits:
-        # Negative offsets hit the footer at the end of the file.
-        mutated[offset % len(mutated)] = value
-    _outcome(bytes(mutated))
+def test_damage_gives_inspection_or_error(name: str, data: st.DataObject) -> None:
+    common.fuzz(VhdInspector, common.damaged(data, _bytes(name), OFFSETS))

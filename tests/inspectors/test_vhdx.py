@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import struct
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from imgfmt.errors import FormatError, ImgfmtError, TruncatedError
+from imgfmt.errors import ImgfmtError
 from imgfmt.inspectors.vhdx import VhdxInspector, bat_entries, block_checksum, crc32c
 from imgfmt.report import Severity
 from imgfmt.source import BytesSource, FileSource
-from tests.fixtures.build import build_recipe
+from tests.inspectors import common
 
-ENTRIES = build_recipe("vhdx")
+ENTRIES = common.entries("vhdx")
 IDS = [e["name"] for e in ENTRIES]
+BY_NAME = common.by_name(ENTRIES)
+READ_BUDGET = 2 * 1024 * 1024
 FUZZED = ("data", "huge-1t", "parent-locator")
 HEAD = 64 * 1024
 #: Where mutations land: the first 64 KiB, the headers, the region table, the metadata table.
@@ -33,43 +33,21 @@ MiB = 1024 * 1024
 
 
 def _entry(name: str) -> dict[str, Any]:
-    return next(e for e in ENTRIES if e["name"] == name)
+    return BY_NAME[name]
 
 
-@cache
 def _whole(name: str) -> bytes:
-    return Path(_entry(name)["path"]).read_bytes()
+    return common.head(_entry(name)["path"])
 
 
-@cache
 def _bytes(name: str) -> bytes:
     # The headers, region table, BAT and metadata of these fixtures lie in the first 4 MiB.
-    with open(_entry(name)["path"], "rb") as f:
-        return f.read(4 * MiB)
+    return common.head(_entry(name)["path"], 4 * MiB)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 def test_fixture(entry: dict[str, Any]) -> None:
-    with FileSource(entry["path"]) as source:
-        assert VhdxInspector.probe(source)
-        try:
-            result = VhdxInspector.inspect(source)
-        except FormatError as exc:
-            # Only images qemu refuses may stop the parse; detection names the code.
-            code = "truncated" if isinstance(exc, TruncatedError) else "invalid-header"
-            assert not entry["safe"] and entry["oracle"] is None
-            assert set(entry["codes"]) <= {code}
-            return
-
-    assert result.format == "vhdx"
-    if entry["oracle"] is not None:
-        assert result.virtual_size == entry["oracle"]["virtual-size"]
-    codes = {str(f.code) for f in result.findings}
-    assert set(entry["codes"]) <= codes, result.findings
-    has_unsafe = any(f.severity is Severity.UNSAFE for f in result.findings)
-    assert has_unsafe is not entry["safe"], result.findings
-    for key, value in entry["details"].items():
-        assert result.details[key] == value, key
+    common.check_fixture(VhdxInspector, entry, READ_BUDGET)
 
 
 def test_details_of_a_default_image() -> None:
@@ -151,29 +129,8 @@ def test_short_or_foreign_data(data: bytes) -> None:
         VhdxInspector.inspect(source)
 
 
-def _outcome(data: bytes) -> None:
-    source = BytesSource(data)
-    VhdxInspector.probe(source)
-    try:
-        result = VhdxInspector.inspect(source)
-    except ImgfmtError:
-        return
-    assert isinstance(result.virtual_size, int)
-
-
 @pytest.mark.parametrize("name", FUZZED)
-@settings(max_examples=200, deadline=None)
+@common.FUZZ
 @given(data=st.data())
-def test_truncation_gives_inspection_or_error(name: str, data: st.DataObject) -> None:
-    original = _bytes(name)
-    _outcome(original[: data.draw(st.integers(0, len(original)))])
-
-
-@pytest.mark.parametrize("name", FUZZED)
-@settings(max_examples=200, deadline=None)
-@given(edits=st.lists(st.tuples(OFFSETS, st.integers(0, 255)), min_size=1, max_size=8))
-def test_mutation_gives_inspection_or_error(name: str, edits: list[tuple[int, int]]) -> None:
-    mutated = bytearray(_bytes(name))
-    for offset, value in edits:
-        mutated[offset % len(mutated)] = value
-    _outcome(bytes(mutated))
+def test_damage_gives_inspection_or_error(name: str, data: st.DataObject) -> None:
+    common.fuzz(VhdxInspector, common.damaged(data, _bytes(name), OFFSETS))

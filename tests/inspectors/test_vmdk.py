@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from imgfmt.errors import FormatError, ImgfmtError, TruncatedError
 from imgfmt.inspectors.base import Inspection
 from imgfmt.inspectors.vmdk import VmdkInspector
 from imgfmt.report import Severity
 from imgfmt.source import BytesSource, FileSource, StreamSource
-from tests.fixtures.build import build_recipe
+from tests.inspectors import common
 
-FIXTURES = build_recipe("vmdk")
-BY_NAME = {str(entry["name"]): entry for entry in FIXTURES}
+FIXTURES = common.entries("vmdk")
+BY_NAME = common.by_name(FIXTURES)
 #: Every fixture is read well inside this, whatever its virtual size.
 READ_BUDGET = 256 * 1024
 FUZZ_WINDOW = 64 * 1024
@@ -28,19 +26,6 @@ HEADER = (
     "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n"
     'createType="monolithicFlat"\n'
 )
-
-
-def _codes(entry: dict[str, Any]) -> tuple[Inspection | None, set[str]]:
-    """Inspect a fixture; a parse error counts as the finding detection turns it into."""
-    with FileSource(str(entry["path"])) as source:
-        try:
-            result = VmdkInspector.inspect(source)
-        except TruncatedError:
-            return None, {"truncated"}
-        except FormatError:
-            return None, {"invalid-header"}
-        assert source.bytes_read < READ_BUDGET
-    return result, {str(f.code) for f in result.findings}
 
 
 def _descriptor(text: str) -> Inspection:
@@ -55,26 +40,9 @@ def _unsafe(result: Inspection) -> list[str]:
     return [f.message for f in result.findings if f.severity is Severity.UNSAFE]
 
 
-@pytest.mark.parametrize("entry", FIXTURES, ids=lambda e: str(e["name"]))
+@pytest.mark.parametrize("entry", FIXTURES, ids=common.name_of)
 def test_fixture(entry: dict[str, Any]) -> None:
-    with FileSource(str(entry["path"])) as source:
-        assert VmdkInspector.probe(source)
-    result, codes = _codes(entry)
-
-    assert set(entry["codes"]) <= codes
-    if result is None:
-        return
-    assert result.format == "vmdk"
-    if entry["oracle"]:
-        assert result.virtual_size == entry["oracle"]["virtual-size"]
-    elif entry["virtual_size"] is not None:
-        assert result.virtual_size == entry["virtual_size"]
-    if entry["safe"]:
-        assert _unsafe(result) == []
-    else:
-        assert _unsafe(result)
-    for key, value in dict(entry["details"]).items():
-        assert result.details[key] == value, key
+    common.check_fixture(VmdkInspector, entry, READ_BUDGET)
 
 
 @pytest.mark.parametrize("name", ["stream-footer.vmdk", "huge-1t.vmdk", "flat.vmdk"])
@@ -88,7 +56,7 @@ def test_stream_source_agrees_with_file(name: str) -> None:
 
 
 def test_bad_magic_is_no_sparse_extent() -> None:
-    data = bytearray(Path(str(BY_NAME["sparse.vmdk"]["path"])).read_bytes()[:FUZZ_WINDOW])
+    data = bytearray(common.head(str(BY_NAME["sparse.vmdk"]["path"]), FUZZ_WINDOW))
     data[:4] = b"KDMX"
     source = BytesSource(bytes(data))
     assert not VmdkInspector.probe(source)
@@ -182,7 +150,7 @@ def test_many_extents_are_capped() -> None:
 
 
 def test_embedded_extent_with_path_is_external() -> None:
-    data = bytearray(Path(str(BY_NAME["sparse.vmdk"]["path"])).read_bytes()[:FUZZ_WINDOW])
+    data = bytearray(common.head(str(BY_NAME["sparse.vmdk"]["path"]), FUZZ_WINDOW))
     text = bytes(data[0x200:0x2A00]).split(b"\0", 1)[0]
     edited = text.replace(b'"sparse.vmdk"', b'"../x.vmdk"')
     data[0x200 : 0x200 + len(edited) + 1] = edited + b"\0"
@@ -191,26 +159,19 @@ def test_embedded_extent_with_path_is_external() -> None:
 
 
 def test_capacity_beyond_qemu_limits() -> None:
-    data = bytearray(Path(str(BY_NAME["sparse.vmdk"]["path"])).read_bytes()[:FUZZ_WINDOW])
+    data = bytearray(common.head(str(BY_NAME["sparse.vmdk"]["path"]), FUZZ_WINDOW))
     data[0x0C:0x14] = struct.pack("<Q", 1 << 62)
     result = VmdkInspector.inspect(BytesSource(bytes(data)))
     assert "invalid-header" in _codes_of(result)
 
 
-@pytest.mark.parametrize("entry", FIXTURES, ids=lambda e: str(e["name"]))
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: Half the edits land in the header and the embedded descriptor.
+OFFSETS = st.one_of(st.integers(0, 0x2A00 - 1), st.integers(0, FUZZ_WINDOW - 1))
+
+
+@pytest.mark.parametrize("entry", FIXTURES, ids=common.name_of)
+@common.FUZZ
 @given(data=st.data())
 def test_mutations_never_crash(entry: dict[str, Any], data: st.DataObject) -> None:
-    with open(str(entry["path"]), "rb") as f:
-        head = bytearray(f.read(FUZZ_WINDOW))
-    hot = min(len(head), 0x2A00)  # the header and the embedded descriptor
-    offsets = st.one_of(st.integers(0, max(0, hot - 1)), st.integers(0, max(0, len(head) - 1)))
-    edits = data.draw(st.lists(st.tuples(offsets, st.integers(0, 255)), max_size=8), label="edits")
-    for offset, value in edits:
-        if head:
-            head[offset] = value
-    cut = data.draw(st.integers(0, len(head)), label="truncate")
-    source = BytesSource(bytes(head[:cut]))
-    VmdkInspector.probe(source)
-    with contextlib.suppress(ImgfmtError):
-        VmdkInspector.inspect(source)
+    image = common.head(str(entry["path"]), FUZZ_WINDOW)
+    common.fuzz(VmdkInspector, common.damaged(data, image, OFFSETS))
