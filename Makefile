@@ -1,6 +1,6 @@
 # Two targets a newcomer needs: `make demo` (install everything, run the main job on a sample
 # image) and `make test` (the whole test suite, with ruff and mypy). .ci/run calls `make test`.
-# Tests and benchmarks run under scripts/with-services.sh, which starts a private Swift.
+# Tests and benchmarks run under scripts/with-services.sh, which starts a private Swift and Ceph.
 VENV := .venv/bin
 
 .PHONY: setup demo fixtures lint test bench clean

@@ -17,6 +17,7 @@ SECTIONS: dict[str, str] = {
     "convert": "convert_bench",
     "containers": "container_bench",
     "swift": "swift_bench",
+    "rbd": "rbd_bench",
 }
 
 

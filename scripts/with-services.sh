@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SERVICES=(swift)
+SERVICES=(swift ceph)
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/imgfmt-svc.XXXXXX")
 started=()

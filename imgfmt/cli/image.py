@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,6 +111,11 @@ def image_group() -> None:
     metavar="KEY=VALUE",
     help="Image property (repeatable).",
 )
+@click.option(
+    "--convert-to",
+    metavar="FORMAT",
+    help="Convert to FORMAT first (raw for Ceph's copy-on-write clones), in [task] work_dir.",
+)
 @click.option("--progress/--no-progress", default=False, help="Show a progress bar.")
 @output_options
 @click.pass_context
@@ -121,6 +127,7 @@ def create(
     container_format: str | None,
     store_id: str | None,
     properties: tuple[str, ...],
+    convert_to: str | None,
     progress: bool,
     fmt: str,
     columns: tuple[str, ...],
@@ -133,9 +140,15 @@ def create(
     props = _properties(properties)
     with opened_store(ctx) as (config, catalog):
         policy = Policy.from_config(Config.load(ctx.obj.get("config_file")))
-        request = CreateRequest(name, file, disk_format, container_format, store_id, props)
-        total = os.path.getsize(file) if file != "-" and os.path.isfile(file) else None
-        with render.Progress(f"uploading {name}", total, enabled=progress) as bar:
+        request = CreateRequest(
+            name, file, disk_format, container_format, store_id, props, convert_to
+        )
+        sized = file != "-" and os.path.isfile(file) and not convert_to
+        total = os.path.getsize(file) if sized else None
+        with (
+            _library_warnings(),
+            render.Progress(f"uploading {name}", total, enabled=progress) as bar,
+        ):
             record = create_image(request, config, catalog, policy, bar)
         _show(record, fmt, columns)
 
@@ -208,6 +221,24 @@ def delete(ctx: click.Context, images: tuple[str, ...]) -> None:
                 render.error(str(exc))
                 status = EXIT_ERROR
     ctx.exit(status)
+
+
+class _WarningLine(logging.Handler):
+    """imgfmt's WARNING log records as ``imgfmt: warning: ...`` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        render.error(f"warning: {record.getMessage()}")
+
+
+@contextmanager
+def _library_warnings() -> Iterator[None]:
+    logger = logging.getLogger("imgfmt")
+    handler = _WarningLine(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _show(record: ImageRecord, fmt: str, columns: tuple[str, ...]) -> None:

@@ -53,7 +53,7 @@ class FileBackend(Backend):
         super().__init__(spec)
         self.datadirs = _datadirs(spec)
         cfg, section = spec.config, spec.section
-        self.file_perm = cfg.get_int(section, "filesystem_store_file_perm", 0)
+        self.file_perm = _file_perm(spec)
         self.chunk_size = cfg.get_int(section, "filesystem_store_chunk_size", DEFAULT_CHUNK_SIZE)
         self.thin = bool(cfg.get_bool(section, "filesystem_thin_provisioning"))
         self.metadata = _metadata(spec)
@@ -85,7 +85,7 @@ class FileBackend(Backend):
         partial = datadir.path / f".{image_id}.{os.getpid()}.imgfmt-partial"
         try:
             written = self._write(partial, chunks)
-            if self.file_perm > 0:
+            if self.file_perm:
                 os.chmod(partial, self.file_perm)
             os.rename(partial, final)
         except BaseException as exc:
@@ -159,6 +159,20 @@ class FileBackend(Backend):
                     os.unlink(entry.path)
                     removed.append(entry.path)
         return removed
+
+
+def _file_perm(spec: BackendSpec) -> int:
+    """Glance reads ``filesystem_store_file_perm`` as octal digits: 640 means rw-r-----."""
+    value = spec.option("filesystem_store_file_perm") or "0"
+    try:
+        return int(value, 8)
+    except ValueError:
+        raise ConfigError(
+            spec.config.path,
+            spec.section,
+            "filesystem_store_file_perm",
+            f"{value!r} is not an octal permission such as 640",
+        ) from None
 
 
 def _datadirs(spec: BackendSpec) -> list[Datadir]:

@@ -13,24 +13,27 @@ was written.
 
 from __future__ import annotations
 
+import logging
 import os
-import signal
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from types import FrameType
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 from ..detect import inspect
-from ..errors import SourceError
+from ..errors import SourceError, UsageError
 from ..policy import Policy
 from ..report import Code, ImageReport, Severity
+from ..signals import Interrupted, sigterm_raises
 from ..source import STREAM_HEAD_WINDOW, STREAM_TAIL_WINDOW, BytesSource, StreamSource
 from .base import Backend, Stored
 from .catalog import Catalog, ImageRecord
 from .config import StoreConfig
-from .errors import ImageRefused, Interrupted
+from .errors import ImageRefused, StoreError
 from .hashing import ParallelHasher
+
+log = logging.getLogger(__name__)
 
 #: Bytes read from the input at a time (and handed to the hashers and the backend).
 PIPE_CHUNK = 4 * 1024 * 1024
@@ -54,6 +57,7 @@ class CreateRequest:
     container_format: str | None = None
     store: str | None = None
     properties: Mapping[str, str] = field(default_factory=dict)
+    convert_to: str | None = None
 
 
 def create_image(
@@ -66,17 +70,63 @@ def create_image(
 ) -> ImageRecord:
     """Inspect and upload one image; return its active record.
 
-    ``request.file == "-"`` reads ``stdin`` (default: the process's standard input).
+    ``request.file == "-"`` reads ``stdin`` (default: the process's standard input). With
+    ``request.convert_to`` (or Glance's ``[image_conversion] output_format``) a file in another
+    format is converted first, in the store's scratch directory, and that output is uploaded.
     """
     backend = config.spec(request.store).backend()
     if request.file == "-":
+        if request.convert_to:
+            raise UsageError("--convert-to needs a file: standard input cannot be converted")
         stream = stdin if stdin is not None else sys.stdin.buffer
         return _from_stream(request, config, catalog, policy, backend, stream, progress)
     report = inspect(request.file, policy=policy, expect_format=request.disk_format)
     _refuse_unsafe(report, request.file)
+    target = request.convert_to or config.config.get("image_conversion", "output_format")
+    if target and report.disk_format != target:
+        return _converted(request, target, config, catalog, policy, progress)
+    _warn_unclonable(backend, report, request.file)
     size = report.actual_size
     with open(request.file, "rb") as f:
         return _upload(request, config, catalog, backend, report, _chunks(f, progress), size)
+
+
+def _converted(
+    request: CreateRequest,
+    target: str,
+    config: StoreConfig,
+    catalog: Catalog,
+    policy: Policy,
+    progress: Progress | None,
+) -> ImageRecord:
+    """Convert through ``imgfmt convert``'s safe path into the scratch directory, then upload."""
+    from ..convert import Request, convert
+
+    try:
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"scratch directory {config.work_dir} ([task] work_dir): {exc.strerror}"
+        ) from exc
+    scratch = config.work_dir / f"{uuid.uuid4()}.{target}"
+    try:
+        convert(Request(request.file, str(scratch), target, request.disk_format), policy)
+        converted = replace(request, file=str(scratch), disk_format=target, convert_to=None)
+        return create_image(converted, config, catalog, policy, progress)
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def _warn_unclonable(backend: Backend, report: ImageReport, name: str) -> None:
+    """Ceph clones copy-on-write only from raw images; anything else is copied per boot."""
+    if backend.type == "rbd" and report.disk_format != "raw":
+        log.warning(
+            "%s is %s: store %s (Ceph RBD) can clone only raw images copy-on-write; "
+            "use --convert-to raw",
+            name,
+            report.disk_format,
+            backend.id,
+        )
 
 
 def _from_stream(
@@ -92,6 +142,7 @@ def _from_stream(
     early = inspect(BytesSource(head, "<stdin>"), policy=policy, expect_format=request.disk_format)
     complete = len(head) < STREAM_HEAD_WINDOW
     _refuse_unsafe(early, "<stdin>", ignore=frozenset() if complete else _NEEDS_END)
+    _warn_unclonable(backend, early, "<stdin>")
     tee = _Tee(head, stream, progress)
 
     def final_check(report: ImageReport) -> ImageReport:
@@ -123,7 +174,7 @@ def _upload(
     )
     hasher = ParallelHasher(config.hashing_algorithm)
     try:
-        with _sigterm_interrupts():
+        with sigterm_raises():
             catalog.update(record.id, status="saving")
             stored = backend.add(record.id, _hashed(chunks, hasher), size)
             try:
@@ -244,22 +295,3 @@ class _Tee:
         beyond_head = self.size - len(self.head)
         tail = self.tail[len(self.tail) - min(len(self.tail), beyond_head) :]
         return StreamSource(self.head, tail, self.size, "<stdin>")
-
-
-class _sigterm_interrupts:
-    """Within the block, SIGTERM raises ``Interrupted`` so that cleanup runs."""
-
-    def __enter__(self) -> None:
-        self._old = signal.getsignal(signal.SIGTERM)
-        try:
-            signal.signal(signal.SIGTERM, self._raise)
-        except ValueError:
-            self._old = None  # not the main thread: leave signals alone
-
-    def __exit__(self, *exc: object) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-    @staticmethod
-    def _raise(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(f"signal {signum}")
