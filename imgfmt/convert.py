@@ -12,9 +12,19 @@ descriptor). The output is inspected again and, with ``verify``, compared by qem
 it is renamed into place. On any failure, Ctrl-C or SIGTERM the scratch directory is removed
 and an existing destination is untouched.
 
-A source can be a byte range of a file (a disk inside a tar archive). Detecting OVA and
-compressed sources and finding that range is the containers' job; until they report a
-member's offset, an archive or compressed source is refused with a message saying so.
+A source can be a byte range of a file. An OVA is converted in place: the whole package must be
+safe (members, manifest digests, descriptor), and qemu-img reads its disk's tar member as a byte
+range (``ImageReport.location``); an OVA with several disks needs ``member``, the disk's file
+name in the descriptor's References. A compressed source (gzip, xz, zstd, bzip2) is
+decompressed as a stream by ``containers.compressed.decompress`` into the scratch directory,
+whole chunks of zeros left as holes, then inspected whole and converted from there.
+
+Decompression is bounded twice. Its size: the size the head inspection measured when the stream
+ended inside its window; else the virtual size the disk inside declares, plus room for its
+format's metadata (``METADATA_DIVISOR``, ``METADATA_MARGIN``); else, for a raw disk, which
+declares nothing, ``[image_format] max_virtual_size``; with none of these it is refused, as a
+bomb would be. Its room: it stops while ``FREE_SPACE_RESERVE`` bytes are still free, so a stream
+that would fill the file system fails cleanly.
 """
 
 from __future__ import annotations
@@ -24,16 +34,17 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import qemu
-from .detect import inspect
-from .errors import ImgfmtError, SourceError, UsageError
+from .containers.compressed import DECOMPRESSION_CAP, compression, decompress
+from .detect import claim_findings, inspect
+from .errors import FormatError, ImgfmtError, SourceError, UsageError
 from .policy import Policy
-from .report import ImageReport, Severity
+from .report import Code, Finding, ImageReport, Severity
 from .signals import sigterm_raises
 from .source import FileSource, SliceSource, Source
 
@@ -74,9 +85,17 @@ TARGET_DEFAULTS: Mapping[str, Mapping[str, str]] = {"vhd": {"force_size": "on"}}
 #: qemu-img's ``-m`` range and ``-S`` bound (qemu-img.c, img_convert).
 MAX_COROUTINES = 16
 MAX_SPARSE_SIZE = 2147483136
-#: Signatures of containers a disk may hide in (tar ``ustar`` at 257; gzip, xz, bzip2, zstd).
-_ARCHIVE_MAGIC = ((257, b"ustar"), (0, b"\x1f\x8b"), (0, b"\xfd7zXZ\x00"), (0, b"BZh"))
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: Room for a format's metadata over its declared virtual size, as a divisor of that size:
+#: qcow2 with 512-byte clusters spends 1/64 on L2 tables and 1/256 on refcounts, the other
+#: formats less. A qcow2 whose internal snapshots take more is refused at the limit.
+METADATA_DIVISOR = 16
+#: Fixed room on top of it: headers, a vhdx log, a vmdk descriptor.
+METADATA_MARGIN = 64 * 1024 * 1024
+#: Decompression stops while this much space is still free where it writes.
+FREE_SPACE_RESERVE = 64 * 1024 * 1024
+#: Findings of a compressed source's head inspection that inspecting the decompressed file
+#: settles; any other unsafe finding refuses the source before it is decompressed.
+_SETTLED_BY_DECOMPRESSING = frozenset({Code.DECOMPRESSION_LIMIT, Code.STREAM_UNVERIFIABLE})
 
 
 class ConversionRefused(ImgfmtError):
@@ -94,7 +113,8 @@ class ConversionCheckFailed(ImgfmtError):
 @dataclass(frozen=True)
 class Request:
     """One conversion: ``source`` (or ``source_length`` bytes of it from ``source_offset``)
-    into ``destination`` as ``target_format`` (Glance's names: raw, qcow2, vmdk, vhd, ...)."""
+    into ``destination`` as ``target_format`` (Glance's names: raw, qcow2, vmdk, vhd, ...).
+    ``member`` names the disk of an OVA that holds several (its References href)."""
 
     source: str
     destination: str
@@ -102,6 +122,7 @@ class Request:
     source_format: str | None = None
     source_offset: int = 0
     source_length: int | None = None
+    member: str | None = None
     options: Mapping[str, str] = field(default_factory=dict)
     compress: bool = False
     sparse_size: int | None = None
@@ -150,32 +171,49 @@ def convert(
     output fails its check, ``Interrupted`` on SIGTERM, ``qemu.QemuError`` when qemu-img
     fails and ``UsageError`` / ``SourceError`` for bad requests and unreadable files.
     """
-    policy = policy or Policy()
+    # A claimed format that disagrees with the content is always unsafe here, whatever
+    # [image_format] require_image_format_match says: qemu would read it as the claim.
+    policy = replace(policy or Policy(), require_image_format_match=True)
     limits = limits or qemu.Limits()
     args = _convert_args(request)
     start = time.monotonic()
-    source_report = _inspect_source(request, policy)
+    disk = _locate(request, policy)
     destination = _check_destination(request)
-    image = qemu.ImageRef.of(
-        request.source, _format(source_report), request.source_offset, request.source_length
-    )
 
     with sigterm_raises(), _scratch(destination) as scratch:
+        if disk.report.container_format == "compressed":
+            disk = _decompressed(disk, request.source_format, policy, scratch)
+        image = disk.image()
         argv = qemu.convert_argv(image, scratch, args, progress=on_progress is not None)
         qemu.run(argv, limits, on_progress)
-        output, notes = _check_output(request, args, source_report, scratch, policy)
+        output, notes = _check_output(request, args, disk.report, scratch, policy)
         if request.verify:
             _verify(image, scratch, args.target_format, limits)
         written = _commit(scratch, destination)
     return ConversionResult(
-        source=source_report,
+        source=disk.report,
         output=replace(output, path=destination),
         argv=tuple(argv),
         seconds=time.monotonic() - start,
         bytes_written=written,
         verified=request.verify,
-        notes=(*_range_note(request), *notes),
+        notes=(*disk.notes, *notes),
     )
+
+
+@dataclass(frozen=True)
+class _Disk:
+    """What qemu-img reads: a disk's report, and the file (or byte range of one) holding it."""
+
+    report: ImageReport
+    path: str
+    offset: int = 0
+    length: int | None = None
+    notes: tuple[str, ...] = ()
+
+    def image(self) -> qemu.ImageRef:
+        assert self.report.disk_format is not None  # a checked report names its format
+        return qemu.ImageRef.of(self.path, self.report.disk_format, self.offset, self.length)
 
 
 def _convert_args(request: Request) -> qemu.ConvertArgs:
@@ -212,61 +250,181 @@ def _checked_options(target: str, options: Mapping[str, str]) -> dict[str, str]:
 
 
 @contextmanager
-def _opened(request: Request) -> Iterator[Source]:
-    """The source's bytes: the whole file, or the requested range of it."""
-    whole = FileSource(request.source)
+def _opened(path: str, offset: int, length: int | None) -> Iterator[Source]:
+    """The bytes of a file, or of the byte range of it from ``offset``."""
+    whole = FileSource(path)
     with whole:
-        if request.source_offset == 0 and request.source_length is None:
+        if offset == 0 and length is None:
             yield whole
             return
-        start, length = request.source_offset, request.source_length
-        if start < 0 or length is None or length < 0 or start + length > whole.size:
+        if offset < 0 or length is None or length < 0 or offset + length > whole.size:
             raise UsageError(
-                f"{request.source}: byte range {start}+{length} is not inside the file "
-                f"({whole.size} bytes)"
+                f"{path}: byte range {offset}+{length} is not inside the file ({whole.size} bytes)"
             )
-        yield SliceSource(whole, start, length, f"{request.source}[{start}:{start + length}]")
+        yield SliceSource(whole, offset, length, f"{path}[{offset}:{offset + length}]")
 
 
-def _inspect_source(request: Request, policy: Policy) -> ImageReport:
-    # A claimed format that disagrees with the content is always unsafe here, whatever
-    # [image_format] require_image_format_match says: qemu would read it as the claim.
-    strict = replace(policy, require_image_format_match=True)
-    with _opened(request) as source:
-        report = inspect(source, strict, request.source_format)
-        _refuse_containers(source, report)
+def _locate(request: Request, policy: Policy) -> _Disk:
+    """The disk to convert: the source itself, the disk of an OVA, or a compressed stream."""
+    offset, length = request.source_offset, request.source_length
+    report = _inspect(request.source, offset, length, policy)
+    disk = _Disk(
+        report, request.source, offset, length, _range_note(request.source, offset, length)
+    )
+    if report.container_format == "ova":
+        disk = _ova_disk(disk, request.member)
+    elif request.member is not None:
+        raise UsageError(f"--member {request.member}: {report.path} is not an OVA")
+    if disk.report.container_format == "compressed":
+        _refuse_unsafe_head(disk.report)
+        return disk
+    return _checked(disk, request.source_format, policy)
 
+
+def _inspect(
+    path: str, offset: int, length: int | None, policy: Policy, shown_as: str | None = None
+) -> ImageReport:
+    with _opened(path, offset, length) as source:
+        report = inspect(source, policy)
+        if shown_as is not None:
+            report = replace(report, path=shown_as)
+        _refuse_archives(source, report)
+    return report
+
+
+def _refuse_archives(source: Source, report: ImageReport) -> None:
+    if report.container_format != "bare" or report.disk_format != "raw":
+        return
+    head = source.read(0, 512)
+    if head[257:262] == b"ustar" or compression(head) is not None:
+        raise ConversionRefused(
+            f"{report.path}: looks like a tar archive or a compressed file that is no OVA or "
+            "compressed image imgfmt can open, not a raw disk; extract the disk first",
+            report,
+        )
+
+
+def _checked(disk: _Disk, claim: str | None, policy: Policy) -> _Disk:
+    """The disk, if qemu-img may convert it: bare, safe, of the claimed format, one qemu reads."""
+    report = disk.report
+    if claim is not None:
+        extra = claim_findings(report, claim, policy)
+        report = replace(report, findings=(*report.findings, *extra))
+    if report.container_format != "bare":
+        raise ConversionRefused(
+            f"{report.path}: a {report.container_format} container; imgfmt converts the disk "
+            "of an OVA or of a compressed file, not of this",
+            report,
+        )
     if not report.safe:
         raise ConversionRefused(f"{report.path}: refusing to convert an unsafe image", report)
     if report.disk_format not in qemu.DRIVERS:
         raise ConversionRefused(
             f"{report.path}: {report.disk_format} images cannot be converted by imgfmt", report
         )
-    return report
+    return replace(disk, report=report)
 
 
-def _refuse_containers(source: Source, report: ImageReport) -> None:
-    if report.container_format != "bare":
+def _ova_disk(ova: _Disk, member: str | None) -> _Disk:
+    """The OVA's one disk, or the one ``member`` names, read in place."""
+    report = ova.report
+    if not report.safe:
+        raise ConversionRefused(f"{report.path}: refusing to convert from an unsafe OVA", report)
+    disks = _ova_disks(report)
+    names = ", ".join(disks) or "none"
+    if member is None and len(disks) != 1:
+        raise UsageError(
+            f"{report.path}: holds {len(disks)} disks; choose one with --member ({names})"
+        )
+    chosen = disks.get(member) if member is not None else next(iter(disks.values()))
+    if chosen is None or chosen.location is None:
+        raise UsageError(f"--member {member}: not a disk of {report.path} (disks: {names})")
+    where = chosen.location
+    offset = ova.offset + where.offset
+    return _Disk(
+        chosen, ova.path, offset, where.length, _range_note(ova.path, offset, where.length)
+    )
+
+
+def _ova_disks(report: ImageReport) -> dict[str, ImageReport]:
+    """The reports of the OVA's disks by file name (References href), in DiskSection order."""
+    hrefs = {f["id"]: f["href"] for f in report.details.get("files", ())}
+    located = {m.location.name: m for m in report.members if m.location is not None}
+    names = (hrefs.get(disk["file_ref"]) for disk in report.details.get("disks", ()))
+    return {name: located[name] for name in names if name in located}
+
+
+def _refuse_unsafe_head(report: ImageReport) -> None:
+    unsettled = [f for f in _unsafe(report) if f.code not in _SETTLED_BY_DECOMPRESSING]
+    if unsettled:
+        raise ConversionRefused(f"{report.path}: refusing to convert an unsafe image", report)
+
+
+def _unsafe(report: ImageReport) -> Iterator[Finding]:
+    yield from (f for f in report.findings if f.severity >= Severity.UNSAFE)
+    for member in report.members:
+        yield from _unsafe(member)
+
+
+def _decompressed(disk: _Disk, claim: str | None, policy: Policy, scratch: str) -> _Disk:
+    """The compressed disk written beside qemu-img's output, inspected whole and checked."""
+    cap = _decompression_cap(disk.report, policy)
+    path = f"{scratch}.decompressed"
+    try:
+        with _opened(disk.path, disk.offset, disk.length) as source:
+            size = _write_sparse(decompress(source, cap), path)
+    except FormatError as exc:
+        raise ConversionRefused(f"{disk.report.path}: {exc}", disk.report) from None
+    report = _inspect(path, 0, None, policy, f"{disk.report.path} (decompressed)")
+    kind = disk.report.details.get("compression")
+    note = f"decompressed the {kind} stream of {disk.report.path} ({size} bytes) to scratch space"
+    return _checked(_Disk(report, path, notes=(*disk.notes, note)), claim, policy)
+
+
+def _decompression_cap(report: ImageReport, policy: Policy) -> int:
+    """How many bytes a compressed source may decompress to; see the module docstring."""
+    measured = report.details.get("uncompressed_size")
+    if isinstance(measured, int):
+        return measured
+    size = report.virtual_size if report.virtual_size is not None else policy.max_virtual_size
+    if size is None:
         raise ConversionRefused(
-            f"{report.path}: a {report.container_format} container; converting the disk "
-            "inside one is not wired to container detection yet; extract the disk first",
+            f"{report.path}: decompresses to more than {DECOMPRESSION_CAP} bytes and the "
+            f"{report.disk_format} disk inside declares no size to bound it (a compression "
+            "bomb, or a large raw disk); set [image_format] max_virtual_size to convert one "
+            "up to that size",
             report,
         )
-    if report.disk_format != "raw":
-        return
-    head = source.read(0, 512)
-    archive = any(head[at : at + len(magic)] == magic for at, magic in _ARCHIVE_MAGIC)
-    if archive or head.startswith(_ZSTD_MAGIC):
-        raise ConversionRefused(
-            f"{report.path}: looks like an archive or compressed file, not a raw disk; "
-            "converting OVA and compressed sources is not supported yet; extract it first",
-            report,
+    return size + size // METADATA_DIVISOR + METADATA_MARGIN
+
+
+def _write_sparse(chunks: Iterable[bytes], path: str) -> int:
+    """Write ``chunks`` to the new file ``path``, whole chunks of zeros as holes; its size."""
+    size = 0
+    try:
+        with open(path, "xb") as out:
+            for chunk in chunks:
+                if chunk.count(0) == len(chunk):
+                    out.seek(len(chunk), os.SEEK_CUR)
+                else:
+                    _ensure_room(out.fileno(), len(chunk), path)
+                    out.write(chunk)
+                size += len(chunk)
+            out.truncate(size)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot write the decompressed image: {exc.strerror}") from exc
+    return size
+
+
+def _ensure_room(fd: int, length: int, path: str) -> None:
+    stats = os.fstatvfs(fd)
+    free = stats.f_bavail * stats.f_frsize
+    if free - length < FREE_SPACE_RESERVE:
+        directory = os.path.dirname(os.path.dirname(path))
+        raise SourceError(
+            f"{directory}: no space left to decompress the source: {free} bytes free, and "
+            f"decompression leaves at least {FREE_SPACE_RESERVE}"
         )
-
-
-def _format(report: ImageReport) -> str:
-    assert report.disk_format is not None  # a safe report always names its format
-    return report.disk_format
 
 
 def _check_destination(request: Request) -> str:
@@ -372,7 +530,7 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def _range_note(request: Request) -> tuple[str, ...]:
-    if request.source_offset == 0 and request.source_length is None:
+def _range_note(path: str, offset: int, length: int | None) -> tuple[str, ...]:
+    if offset == 0 and length is None:
         return ()
-    return (f"read {request.source_length} bytes of {request.source} at {request.source_offset}",)
+    return (f"read {length} bytes of {path} at {offset}",)

@@ -19,10 +19,10 @@ from typing import BinaryIO
 
 from .containers import Container, probe_container
 from .errors import FormatError, TruncatedError, UnverifiableError
-from .inspectors import Inspection, Inspector, inspectors
+from .inspectors import Inspection, Inspector, candidates
 from .inspectors.base import probe_bytes
-from .inspectors.raw import inspect_raw
 from .policy import Policy, claim_satisfied, container_claim_satisfied
+from .registry import Signatures
 from .report import Code, Finding, ImageReport, unsafe, warning
 from .source import Source, StreamSource, open_source
 
@@ -66,7 +66,7 @@ def inspect_source(
     # A container's disks carry their own policy findings, as members.
     extra = policy.check(report) if report.container_format == "bare" else []
     if expect_format is not None:
-        extra.extend(_claim(report, expect_format, policy))
+        extra.extend(claim_findings(report, expect_format, policy))
     if expect_container is not None:
         extra.extend(_container_claim(report, expect_container, policy))
     if extra:
@@ -75,8 +75,9 @@ def inspect_source(
 
 
 def _detect(source: Source, policy: Policy, nesting: int) -> ImageReport:
-    matches = [cls for cls in inspectors() if cls.probe(source)]
-    container = probe_container(source) if nesting < MAX_NESTING else None
+    found = Signatures(source)
+    matches = [cls for cls in candidates(found) if cls.probe(source)]
+    container = probe_container(found) if nesting < MAX_NESTING else None
     if container is not None and container.format == "compressed" and matches:
         container = None
     log.debug("%s: probes matched %s, container %s", source.name, matches, container)
@@ -145,6 +146,8 @@ def _failure(fmt: str, exc: UnverifiableError | FormatError) -> Finding:
 
 def _guard_raw(source: Source) -> Inspection:
     try:
+        from .inspectors.raw import inspect_raw
+
         inspection = inspect_raw(source)
     except UnverifiableError as exc:
         size = source.size or 0
@@ -193,7 +196,8 @@ def _polyglot(
     )
 
 
-def _claim(report: ImageReport, claimed: str, policy: Policy) -> list[Finding]:
+def claim_findings(report: ImageReport, claimed: str, policy: Policy) -> list[Finding]:
+    """A ``format-mismatch`` finding when the report's disk is not the ``claimed`` format."""
     if claim_satisfied(claimed, report.disk_format):
         return []
     detected = report.disk_format or "ambiguous"

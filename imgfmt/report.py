@@ -97,12 +97,26 @@ def info(code: Code, message: str, offset: int | None = None) -> Finding:
 
 
 @dataclass(frozen=True)
+class Location:
+    """Where a container member's bytes lie: ``length`` bytes of the container file from
+    ``offset``, stored under ``name`` (an OVA's tar member, as the descriptor references it)."""
+
+    name: str
+    offset: int
+    length: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "offset": self.offset, "length": self.length}
+
+
+@dataclass(frozen=True)
 class ImageReport:
     """Everything imgfmt learned about one image.
 
     ``virtual_size`` is what qemu-img 7.2 would report with ``-f disk_format``; ``None`` when
     the format could not be established. ``actual_size`` is the file's size in bytes (``None``
-    for a stream whose size could not be learned).
+    for a stream whose size could not be learned). ``location`` is set on a member that lies
+    in place in its container's file (a disk in an OVA), so it can be read without extracting.
     """
 
     path: str
@@ -113,6 +127,7 @@ class ImageReport:
     details: Mapping[str, Any] = field(default_factory=dict)
     findings: tuple[Finding, ...] = ()
     members: tuple[ImageReport, ...] = ()
+    location: Location | None = None
 
     @property
     def safe(self) -> bool:
@@ -140,6 +155,7 @@ class ImageReport:
             "details": dict(self.details),
             "findings": [f.to_dict() for f in self.findings],
             "members": [m.to_dict() for m in self.members],
+            "location": self.location.to_dict() if self.location is not None else None,
         }
 
 

@@ -3,7 +3,10 @@ disk full, progress. qemu-img compare is the oracle for content."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import lzma
 import os
 import shutil
 import signal
@@ -22,6 +25,8 @@ from imgfmt import qemu
 from imgfmt.cli.main import cli
 from imgfmt.errors import UsageError
 from imgfmt.policy import DEFAULT_DISK_FORMATS, Policy
+from tests.conftest import fixture_entries
+from tests.fixtures.recipes import ova as ova_recipe
 
 MIB = 1 << 20
 #: Glance name -> (qemu driver, extra create options) of every source the matrix builds.
@@ -39,6 +44,10 @@ TARGETS = ("raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi")
 #: qed is not in Glance's default disk_formats; the matrix allows it to reach qemu-img.
 EVERYTHING = Policy(disk_formats=DEFAULT_DISK_FORMATS | {"qed"})
 IMGFMT = str(Path(sys.executable).parent / "imgfmt")
+#: The OVA and compressed fixtures (tests/fixtures/recipes/ova.py, compressed.py) by name.
+BUILT = {
+    e["name"]: Path(e["path"]) for e in fixture_entries() if e["recipe"] in {"ova", "compressed"}
+}
 
 
 def _pattern(size: int) -> bytes:
@@ -184,13 +193,13 @@ def test_a_range_outside_the_file_is_a_usage_error(tmp_path: Path, tmp_raw: Path
         conv.convert(request)
 
 
-def test_a_tar_given_whole_is_refused(tmp_path: Path, sources: dict[str, Path]) -> None:
+def test_a_plain_tar_given_whole_is_refused(tmp_path: Path, sources: dict[str, Path]) -> None:
     bundle = tmp_path / "appliance.ova"
     with tarfile.open(bundle, "w", format=tarfile.USTAR_FORMAT) as tar:
         tar.add(sources["vmdk"], "disk.vmdk")
     code, _, err = _cli("convert", str(bundle), str(tmp_path / "o.qcow2"), "-O", "qcow2")
     assert code == 1
-    assert "refusing" in err or "not supported yet" in err or "not wired" in err
+    assert "tar archive" in err and "extract the disk first" in err
     assert os.listdir(tmp_path) == ["appliance.ova"]
 
 
@@ -372,3 +381,202 @@ def test_time_is_reported(tmp_path: Path, tmp_raw: Path) -> None:
     result = conv.convert(conv.Request(str(tmp_raw), str(tmp_path / "o.vdi"), "vdi"))
     assert 0 < result.seconds <= time.monotonic() - start
     assert result.argv[:2] == ("qemu-img", "convert")
+
+
+def _member_of(archive: Path, name: str, directory: Path) -> Path:
+    """A copy of one member of a tar archive, to compare a conversion against."""
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile(name)
+        assert member is not None
+        (directory / name).write_bytes(member.read())
+    return directory / name
+
+
+@pytest.mark.parametrize(("name", "disk"), [("good.ova", "disk.vmdk"), ("qcow2.ova", "disk.qcow2")])
+def test_the_disk_of_an_ova_is_converted_in_place(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, name: str, disk: str
+) -> None:
+    inner = _member_of(BUILT[name], disk, tmp_path_factory.mktemp("inner"))
+    destination = tmp_path / "out.qcow2"
+    code, out, err = _cli("convert", "--quiet", "-f", "json", str(BUILT[name]), str(destination),
+                          "-O", "qcow2")  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["source"]["path"] == f"{BUILT[name]}:{disk}"
+    assert result["source"]["location"]["name"] == disk
+    assert f"bytes of {BUILT[name]} at" in result["notes"][0]
+    assert _same(inner, disk.rsplit(".")[-1], destination, "qcow2")
+    assert os.listdir(tmp_path) == ["out.qcow2"]
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [("host-file-vmdk.ova", "external-extent"), ("digest-mismatch.ova", "digest-mismatch")],
+)
+def test_an_unsafe_ova_is_refused_and_nothing_written(tmp_path: Path, name: str, code: str) -> None:
+    status, out, err = _cli("convert", str(BUILT[name]), str(tmp_path / "o.qcow2"), "-O", "qcow2")
+    assert (status, out) == (1, "")
+    assert "unsafe OVA" in err and code in err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture(scope="module")
+def two_disk_ova(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OVA with a vmdk and a qcow2 disk, both 16 MiB, with a manifest."""
+    directory = tmp_path_factory.mktemp("two-disks")
+    vmdk = _member_of(BUILT["good.ova"], "disk.vmdk", directory).read_bytes()
+    qcow2 = _member_of(BUILT["qcow2.ova"], "disk.qcow2", directory).read_bytes()
+    file1 = '<File ovf:id="file1" ovf:href="disk.vmdk"/>'
+    disk2 = (
+        '<Disk ovf:diskId="vmdisk2" ovf:fileRef="file2" ovf:capacity="16" '
+        'ovf:capacityAllocationUnits="byte * 2^20" ovf:format="http://qemu.org/qcow2"/>'
+    )
+    ovf = (
+        ova_recipe.descriptor()
+        .decode()
+        .replace(file1, f'{file1}<File ovf:id="file2" ovf:href="data.qcow2"/>')
+        .replace("</DiskSection>", f"{disk2}</DiskSection>")
+        .encode()
+    )
+    files = {"appliance.ovf": ovf, "disk.vmdk": vmdk, "data.qcow2": qcow2}
+    members = {"appliance.ovf": ovf, "appliance.mf": ova_recipe.manifest(files), **files}
+    bundle = directory / "two.ova"
+    with tarfile.open(bundle, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return bundle
+
+
+def test_an_ova_with_several_disks_needs_member(tmp_path: Path, two_disk_ova: Path) -> None:
+    destination = tmp_path / "out.raw"
+    code, _, err = _cli("convert", str(two_disk_ova), str(destination), "-O", "raw")
+    assert code == 2
+    assert "holds 2 disks" in err and "disk.vmdk, data.qcow2" in err
+    code, _, err = _cli("convert", "--member", "nope", str(two_disk_ova), str(destination),
+                        "-O", "raw")  # fmt: skip
+    assert code == 2
+    assert "not a disk of" in err
+    assert os.listdir(tmp_path) == []
+
+    code, _, err = _cli("convert", "--quiet", "--member", "data.qcow2", str(two_disk_ova),
+                        str(destination), "-O", "raw")  # fmt: skip
+    assert code == 0, err
+    inner = _member_of(two_disk_ova, "data.qcow2", two_disk_ova.parent)
+    assert _same(inner, "qcow2", destination, "raw")
+
+
+def test_a_claimed_format_is_checked_against_the_chosen_disk(
+    tmp_path: Path, two_disk_ova: Path
+) -> None:
+    code, _, err = _cli("convert", "--member", "data.qcow2", "--source-format", "vmdk",
+                        str(two_disk_ova), str(tmp_path / "o.raw"), "-O", "raw")  # fmt: skip
+    assert code == 1
+    assert "format-mismatch" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_member_is_only_for_an_ova(tmp_path: Path, tmp_raw: Path) -> None:
+    code, _, err = _cli("convert", "--member", "disk.vmdk", str(tmp_raw), str(tmp_path / "o"),
+                        "-O", "qcow2")  # fmt: skip
+    assert code == 2
+    assert "is not an OVA" in err
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path, str]]:
+    """Name -> (compressed file, the original, its format): the recipe's qcow2 in every
+    compression, and its raw disk through xz."""
+    directory = tmp_path_factory.mktemp("compressed")
+    raw = BUILT["disk.raw.gz"].with_name("disk.raw")
+    (directory / "disk.raw.xz").write_bytes(lzma.compress(raw.read_bytes()))
+    found = {"disk.raw.xz": (directory / "disk.raw.xz", raw, "raw")}
+    qcow2 = BUILT["disk.qcow2.gz"].with_name("disk.qcow2")
+    for suffix in ("gz", "xz", "zst", "bz2"):
+        found[f"disk.qcow2.{suffix}"] = (BUILT[f"disk.qcow2.{suffix}"], qcow2, "qcow2")
+    return found
+
+
+@pytest.mark.parametrize(
+    "name", ["disk.raw.xz", "disk.qcow2.gz", "disk.qcow2.xz", "disk.qcow2.zst", "disk.qcow2.bz2"]
+)
+def test_a_compressed_image_is_decompressed_and_converted(
+    tmp_path: Path, compressed: dict[str, tuple[Path, Path, str]], name: str
+) -> None:
+    source, original, fmt = compressed[name]
+    destination = tmp_path / "out.vdi"
+    result = conv.convert(conv.Request(str(source), str(destination), "vdi", verify=True))
+    assert result.source.disk_format == fmt
+    assert result.source.path == f"{source} (decompressed)"
+    assert "decompressed the" in result.notes[0]
+    assert _same(original, fmt, destination, "vdi")
+    assert os.listdir(tmp_path) == ["out.vdi"]
+
+
+def test_the_gzip_bomb_is_refused_quickly_and_leaves_nothing(tmp_path: Path) -> None:
+    start = time.monotonic()
+    code, out, err = _cli("convert", str(BUILT["bomb.raw.gz"]), str(tmp_path / "o.qcow2"),
+                          "-O", "qcow2")  # fmt: skip
+    assert (code, out) == (1, "")
+    assert "decompression-limit" in err and "max_virtual_size" in err
+    assert time.monotonic() - start < 20
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_bomb_stops_at_max_virtual_size(tmp_path: Path) -> None:
+    request = conv.Request(str(BUILT["bomb.raw.gz"]), str(tmp_path / "o.qcow2"), "qcow2")
+    with pytest.raises(conv.ConversionRefused, match="decompresses to more than"):
+        conv.convert(request, Policy(max_virtual_size=512 * MIB))
+    assert os.listdir(tmp_path) == []
+
+
+def test_decompression_past_the_cap_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conv, "_decompression_cap", lambda report, policy: MIB)
+    code, _, err = _cli("convert", str(BUILT["disk.raw.gz"]), str(tmp_path / "o.qcow2"),
+                        "-O", "qcow2")  # fmt: skip
+    assert code == 1
+    assert f"decompresses to more than {MIB} bytes" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_compressed_qcow2_with_a_backing_file_is_refused(
+    tmp_path: Path, sources: dict[str, Path]
+) -> None:
+    top = tmp_path / "top.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(sources["qcow2"]), "-F", "qcow2",
+         str(top)],
+        check=True,
+    )  # fmt: skip
+    packed = tmp_path / "top.qcow2.gz"
+    packed.write_bytes(gzip.compress(top.read_bytes()))
+    top.unlink()
+    code, out, err = _cli("convert", str(packed), str(tmp_path / "out.raw"), "-O", "raw")
+    assert (code, out) == (1, "")
+    assert "backing-file" in err
+    assert os.listdir(tmp_path) == ["top.qcow2.gz"]
+
+
+def test_decompression_that_fills_the_disk_leaves_nothing(
+    tmp_path: Path, small_tmpfs: Path
+) -> None:
+    packed = tmp_path / "big.raw.gz"
+    packed.write_bytes(gzip.compress(_big_random(tmp_path / "big.raw", 16 * MIB).read_bytes(), 1))
+    code, _, err = _cli("convert", "--quiet", str(packed), str(small_tmpfs / "o.qcow2"),
+                        "-O", "qcow2")  # fmt: skip
+    assert code == 2
+    assert "no space left to decompress" in err
+    assert os.listdir(small_tmpfs) == []
+
+
+def test_a_compressed_tar_is_refused(tmp_path: Path, tmp_raw: Path) -> None:
+    packed = tmp_path / "rootfs.tar.gz"
+    with tarfile.open(packed, "w:gz", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(tmp_raw, "disk.raw")
+    code, _, err = _cli("convert", str(packed), str(tmp_path / "o.qcow2"), "-O", "qcow2")
+    assert code == 1
+    assert "(decompressed): looks like a tar archive" in err
+    assert sorted(os.listdir(tmp_path)) == ["rootfs.tar.gz", "src.raw"]

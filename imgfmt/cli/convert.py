@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..convert import ConversionRefused, ConversionResult, Request
     from ..policy import Policy
     from ..qemu import Limits
+    from ..report import ImageReport
 
 TARGETS = ("raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi")
 #: Plain progress lines (stderr not a terminal) every this many percent.
@@ -36,6 +37,11 @@ PLAIN_STEP = 10
     "--source-format",
     metavar="FORMAT",
     help="The format the source must be; a mismatch with the content is refused.",
+)
+@click.option(
+    "--member",
+    metavar="NAME",
+    help="The disk to convert from an OVA holding several (its file name in the descriptor).",
 )
 @click.option(
     "-o",
@@ -82,6 +88,7 @@ def convert_command(
     destination: str,
     target_format: str,
     source_format: str | None,
+    member: str | None,
     options: tuple[str, ...],
     compress: bool,
     sparse_size: str | None,
@@ -94,8 +101,10 @@ def convert_command(
 ) -> None:
     """Convert SOURCE to DESTINATION with qemu-img, after checking that SOURCE is safe.
 
-    An unsafe source (backing file, data file, external extent, ...) is refused. The output
-    appears under DESTINATION only when complete and checked. Exit status: 0 converted,
+    SOURCE may be an OVA (its disk is read in place; --member picks one of several) or a
+    gzip, xz, zstd or bzip2 compressed image (decompressed into scratch space beside
+    DESTINATION). An unsafe source (backing file, data file, external extent, ...) is refused.
+    The output appears under DESTINATION only when complete and checked. Exit status: 0 converted,
     1 refused as unsafe or the output failed its check, 2 usage, I/O or qemu-img error.
     """
     from ..convert import ConversionCheckFailed, ConversionRefused, Request
@@ -108,6 +117,7 @@ def convert_command(
             destination=destination,
             target_format=target_format,
             source_format=source_format,
+            member=member,
             options=_parse_options(options),
             compress=compress,
             sparse_size=parse_size(sparse_size) if sparse_size is not None else None,
@@ -204,10 +214,19 @@ def _lines(name: str) -> Callable[[float], None]:
 
 def _refused(exc: ConversionRefused) -> NoReturn:
     render.error(str(exc))
-    for finding in exc.report.findings:
-        where = f" at {finding.offset:#x}" if finding.offset is not None else ""
-        render.error(f"  {finding.severity} {finding.code}{where}: {finding.message}")
+    _list_findings(exc.report, "  ")
     raise SystemExit(EXIT_UNSAFE)
+
+
+def _list_findings(report: ImageReport, indent: str) -> None:
+    """The report's findings, then those of each member (an OVA's disks) under its name."""
+    for finding in report.findings:
+        where = f" at {finding.offset:#x}" if finding.offset is not None else ""
+        render.error(f"{indent}{finding.severity} {finding.code}{where}: {finding.message}")
+    for member in report.members:
+        if member.codes():
+            render.error(f"{indent}{member.path}:")
+            _list_findings(member, indent + "  ")
 
 
 def _emit(fmt: str, result: ConversionResult) -> None:

@@ -13,6 +13,9 @@ virtual size its header declares are known, and a check needing bytes from the m
 ``decompression-limit`` finding (a bomb, or an image too large to verify here); memory stays
 within the two windows and one chunk whatever the stream holds.
 
+``decompress`` is the one streaming decompressor: inspection drains it into the two windows,
+and ``imgfmt convert`` writes it to a scratch file.
+
 A compressed cpio archive is an initramfs, not a compressed container: detection lets a disk
 inspector that claims compressed content (ari) win.
 """
@@ -24,7 +27,7 @@ import gzip
 import io
 import lzma
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from typing import BinaryIO
 
@@ -103,6 +106,39 @@ def open_decompressed(kind: str, raw: BinaryIO) -> Reader:
     raise ValueError(f"unknown compression {kind}")
 
 
+class DecompressionLimit(FormatError):
+    """A stream decompressed to more bytes than the reader allowed."""
+
+    def __init__(self, kind: str, cap: int) -> None:
+        self.cap = cap
+        super().__init__(FORMAT, f"the {kind} stream decompresses to more than {cap} bytes")
+
+
+def decompress(source: Source, cap: int) -> Iterator[bytes]:
+    """The decompressed bytes of ``source``, in chunks of at most ``CHUNK`` bytes.
+
+    Raises ``DecompressionLimit`` before yielding more than ``cap`` bytes in all, and a
+    ``FormatError`` for a stream that is damaged, cut short or of no known compression.
+    """
+    kind = _kind(source)
+    raw = io.BufferedReader(SourceStream(source), CHUNK)
+    with closing(open_decompressed(kind, raw)) as stream:
+        size = 0
+        # At the cap, one byte more tells a stream that ends there from one that goes on.
+        while chunk := read_chunk(stream, min(CHUNK, cap - size) or 1, FORMAT, size):
+            size += len(chunk)
+            if size > cap:
+                raise DecompressionLimit(kind, cap)
+            yield chunk
+
+
+def _kind(source: Source) -> str:
+    kind = compression(source.read(0, 16))
+    if kind is None:
+        raise FormatError(FORMAT, "no gzip, xz, zstd or bzip2 header at offset 0", offset=0)
+    return kind
+
+
 def read_chunk(stream: Reader, length: int, fmt: str, position: int) -> bytes:
     """Up to ``length`` decompressed bytes; a damaged or cut stream is a ``FormatError``."""
     import zstandard
@@ -139,12 +175,8 @@ def inspect_compressed(
     source: Source, inspect_member: InspectMember, cap: int = DECOMPRESSION_CAP
 ) -> ContainerInspection:
     """Decompress up to ``cap`` bytes and inspect the disk inside as a stream."""
-    kind = compression(source.read(0, 16))
-    if kind is None:
-        raise FormatError(FORMAT, "no gzip, xz, zstd or bzip2 header at offset 0", offset=0)
-    raw = io.BufferedReader(SourceStream(source), CHUNK)
-    with closing(open_decompressed(kind, raw)) as stream:
-        head, tail, size, capped = _drain(stream, cap)
+    kind = _kind(source)
+    head, tail, size, capped = _drain(source, cap)
     inner = inspect_member(StreamSource(head, tail, size, f"{source.name} (decompressed)"))
     details = {
         "compression": kind,
@@ -165,24 +197,22 @@ def inspect_compressed(
     )
 
 
-def _drain(stream: Reader, cap: int) -> tuple[bytes, bytes, int, bool]:
+def _drain(source: Source, cap: int) -> tuple[bytes, bytes, int, bool]:
     head = bytearray()
     tail = b""
     size = 0
-    while size < cap:
-        chunk = read_chunk(stream, min(CHUNK, cap - size), FORMAT, size)
-        if not chunk:
-            return bytes(head), tail, size, False
-        size += len(chunk)
-        room = STREAM_HEAD_WINDOW - len(head)
-        if room > 0:
-            head += chunk[:room]
-            chunk = chunk[room:]
-        tail = (tail + chunk)[-STREAM_TAIL_WINDOW:] if chunk else tail
-    if not read_chunk(stream, 1, FORMAT, size):
-        return bytes(head), tail, size, False
-    # Past the cap the kept tail is not the stream's end: serve no read beyond the head.
-    return bytes(head), b"", size + 1, True
+    try:
+        for chunk in decompress(source, cap):
+            size += len(chunk)
+            room = STREAM_HEAD_WINDOW - len(head)
+            if room > 0:
+                head += chunk[:room]
+                chunk = chunk[room:]
+            tail = (tail + chunk)[-STREAM_TAIL_WINDOW:] if chunk else tail
+    except DecompressionLimit:
+        # Past the cap the kept tail is not the stream's end: serve no read beyond the head.
+        return bytes(head), b"", size + 1, True
+    return bytes(head), tail, size, False
 
 
 def _limit_finding(kind: str, cap: int, compressed: int | None) -> Finding:

@@ -6,16 +6,18 @@ first member, the manifest and certificate follow) and 5.1 (the manifest: one li
 ``ovf.py``, the archive's headers by ``tarsafe.py``.
 
 Nothing is extracted: each file the descriptor references is inspected in place, through a
-``SliceSource`` over its byte range, with every disk-format check of the engine. The manifest
-is verified for every file it lists in one pass over the archive's data, in archive order.
+``SliceSource`` over its byte range, with every disk-format check of the engine; each member
+report's ``location`` says where that range is, so a converter can read the disk in place. The
+manifest is verified for every file it lists in one pass over the archive's data, in archive
+order.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..report import Code, Finding, info, unsafe, warning
+from ..report import Code, Finding, ImageReport, Location, info, unsafe, warning
 from ..source import SliceSource, Source
 from . import tarsafe
 from .base import Container, ContainerInspection, InspectMember
@@ -42,6 +44,14 @@ class ManifestEntry:
     line: int
 
 
+class MemberSource(SliceSource):
+    """A tar member's data as a source of its own, knowing where it lies in the archive."""
+
+    def __init__(self, archive: Source, member: TarMember) -> None:
+        super().__init__(archive, member.offset, member.size, f"{archive.name}:{member.name}")
+        self.location = Location(member.name, member.offset, member.size)
+
+
 class OvaContainer(Container):
     """An OVA: a tar archive whose members include an OVF descriptor."""
 
@@ -64,11 +74,13 @@ class OvaContainer(Container):
 
         def open_file(ref: OvfFile) -> Source | None:
             member = files.get(ref.href)
-            if member is None:
-                return None
-            return SliceSource(source, member.offset, member.size, f"{source.name}:{ref.href}")
+            return MemberSource(source, member) if member is not None else None
 
-        reports, found = inspect_files(descriptor, open_file, inspect_member, FORMAT)
+        def inspect_in_place(member: Source) -> ImageReport:
+            assert isinstance(member, MemberSource)  # open_file made it
+            return replace(inspect_member(member), location=member.location)
+
+        reports, found = inspect_files(descriptor, open_file, inspect_in_place, FORMAT)
         findings += found + disk_findings(descriptor, reports, FORMAT)
         findings += _manifest_findings(source, members, descriptor, ovf)
         findings += _unreferenced(members, descriptor, ovf)

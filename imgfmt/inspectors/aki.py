@@ -9,7 +9,7 @@ References:
 - The System V ABI, "Object Files" (ELF header, program headers, notes) and Linux
   ``include/linux/elfnote.h`` for the notes a kernel carries.
 - qemu ``block/raw-format.c``: qemu has no driver for kernels and reads them as raw, so the
-  virtual size is raw's (``raw.qemu_raw_size``).
+  virtual size is raw's (``base.qemu_raw_size``).
 
 Severity rule: qemu reads a kernel as raw and honours none of its headers, so nothing here can
 make qemu read outside the file. A finding is UNSAFE when the file is not a self-consistent
@@ -36,8 +36,7 @@ from typing import Any
 
 from ..report import Code, Finding, unsafe, warning
 from ..source import Source
-from .base import Inspection, Inspector, align4, probe_bytes
-from .raw import qemu_raw_size
+from .base import Inspection, Inspector, align4, probe_bytes, qemu_raw_size
 
 log = logging.getLogger(__name__)
 

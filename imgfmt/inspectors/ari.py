@@ -12,7 +12,7 @@ References:
 - The LZ4 block and frame format descriptions (lz4 project, ``doc/lz4_Block_format.md`` and
   ``doc/lz4_Frame_format.md``); the legacy frame is what ``lz4 -l`` writes and Linux reads.
 - qemu ``block/raw-format.c``: qemu has no initramfs driver and reads one as raw, so the
-  virtual size is raw's (``raw.qemu_raw_size``).
+  virtual size is raw's (``base.qemu_raw_size``).
 
 Detection: a file is an initramfs when it starts with a cpio header, or with a compressed
 stream (gzip, xz, lzma, bzip2, zstd, legacy lz4, lz4 frame) whose decompressed start is a
@@ -43,8 +43,7 @@ import zstandard
 from ..errors import FormatError
 from ..report import Code, Finding, info, unsafe, warning
 from ..source import Source
-from .base import Inspection, Inspector, align4, cstring, probe_bytes
-from .raw import qemu_raw_size
+from .base import Inspection, Inspector, align4, cstring, probe_bytes, qemu_raw_size
 
 Reader = Callable[[int, int], bytes]
 

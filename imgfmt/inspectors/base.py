@@ -112,3 +112,20 @@ def cstring(raw: bytes) -> str:
 def align4(n: int) -> int:
     """``n`` rounded up to a multiple of 4 (cpio and ELF note padding)."""
     return (n + 3) & ~3
+
+
+#: qemu counts a raw image in whole sectors of this size.
+BDRV_SECTOR_SIZE = 512
+
+
+def qemu_raw_size(source: Source, fmt: str = "raw") -> int:
+    """The virtual size qemu-img gives this source read as raw: its length in whole sectors.
+
+    qemu-img 7.2's raw driver (block/raw-format.c over block/file-posix.c) rounds the file's
+    length up to 512-byte sectors (block.c, ``bdrv_refresh_total_sectors``); iso, aki and ari
+    are read as raw too.
+    """
+    size = source.size
+    if size is None:
+        raise FormatError(fmt, "the image size is unknown, so its virtual size is too")
+    return -(-size // BDRV_SECTOR_SIZE) * BDRV_SECTOR_SIZE

@@ -27,9 +27,8 @@ from typing import Any, ClassVar
 
 from ..report import Code, Finding, unsafe, warning
 from ..source import Source
-from .base import Inspection, Inspector, probe_bytes
+from .base import Inspection, Inspector, probe_bytes, qemu_raw_size
 from .partitions import read_partition_table
-from .raw import qemu_raw_size
 
 #: ECMA-119 6.1.2: logical sectors of an ISO 9660 volume are 2048 bytes.
 SECTOR_SIZE = 2048

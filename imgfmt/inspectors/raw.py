@@ -13,26 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import FormatError, UnverifiableError
+from ..errors import UnverifiableError
 from ..report import Finding
 from ..source import Source
-from .base import Inspection
+from .base import Inspection, qemu_raw_size
 from .filesystems import probe_filesystem
 from .partitions import Partition, read_partition_table
 
 FORMAT = "raw"
-#: qemu counts a raw image in whole sectors of this size.
-BDRV_SECTOR_SIZE = 512
 #: Cap on the partitions whose start is probed for a filesystem.
 MAX_FILESYSTEM_PROBES = 16
-
-
-def qemu_raw_size(source: Source, fmt: str = FORMAT) -> int:
-    """The virtual size qemu-img gives this source read as raw: its length in whole sectors."""
-    size = source.size
-    if size is None:
-        raise FormatError(fmt, "the image size is unknown, so its virtual size is too")
-    return -(-size // BDRV_SECTOR_SIZE) * BDRV_SECTOR_SIZE
 
 
 def inspect_raw(source: Source) -> Inspection:

@@ -29,6 +29,21 @@ def test_ova_member_is_the_disk_inspected_in_place() -> None:
     assert report.details["disks"][0]["capacity"] == member.virtual_size
 
 
+def test_ova_member_reports_where_it_lies() -> None:
+    report = imgfmt.inspect(BUILD["good.ova"])
+    with tarfile.open(BUILD["good.ova"]) as tar:
+        disk = tar.getmember("disk.vmdk")
+
+    (member,) = report.members
+    assert member.location is not None
+    assert member.to_dict()["location"] == {
+        "name": "disk.vmdk",
+        "offset": disk.offset_data,
+        "length": disk.size,
+    }
+    assert report.to_dict()["location"] is None
+
+
 def test_hostile_vmdk_in_ova_is_as_unsafe_as_bare() -> None:
     report = imgfmt.inspect(BUILD["host-file-vmdk.ova"])
     assert not report.members[0].safe
