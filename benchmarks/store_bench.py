@@ -1,0 +1,74 @@
+"""``image create`` into the file store against md5sum (the limit) and glance_store's driver.
+
+One run on the same 1 GiB file of random data: ``md5sum FILE``, ``imgfmt image create``
+(inspection, md5 + sha512 on two threads, write, rename, catalog), and glance_store's
+filesystem driver ``add()`` (md5 + sha512 in one thread, write), each into a fresh datadir.
+Targets: at most 1.25x md5sum's time, at least 1.5x faster than glance_store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+SIZE = 1 << 30
+
+
+def _random_file(path: Path) -> None:
+    with open(path, "wb") as f:
+        for _ in range(SIZE // (16 << 20)):
+            f.write(os.urandom(16 << 20))
+
+
+def _timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - start
+
+
+def _glance_store_add(path: Path, datadir: Path) -> float:
+    from glance_store._drivers import filesystem
+    from oslo_config import cfg
+
+    conf = cfg.ConfigOpts()
+    conf.register_opts(filesystem._FILESYSTEM_CONFIGS, group="glance_store")
+    conf([], project="bench")
+    conf.set_override("filesystem_store_datadir", str(datadir), group="glance_store")
+    store = filesystem.Store(conf)
+    store.configure()
+    start = time.perf_counter()
+    with open(path, "rb") as f:
+        store.add(str(uuid.uuid4()), f, SIZE, "sha512")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="imgfmt-bench-", dir=os.environ.get("TMPDIR", "/var/tmp")))
+    try:
+        image = work / "random.raw"
+        _random_file(image)
+        subprocess.run(["cat", str(image)], stdout=subprocess.DEVNULL, check=True)  # warm cache
+        conf = work / "imgfmt.conf"
+        conf.write_text(
+            f"[glance_store]\nfilesystem_store_datadir = {work / 'imgfmt'}\n"
+            f"[database]\nconnection = sqlite:///{work / 'catalog.db'}\n"
+        )
+        env = {**os.environ, "IMGFMT_CONFIG": str(conf)}
+        exe = str(Path(sys.executable).parent / "imgfmt")
+
+        md5 = _timed(["md5sum", str(image)])
+        ours = _timed([exe, "image", "create", "bench", "--file", str(image)], env)
+        theirs = _glance_store_add(image, work / "glance")
+        print(
+            f"1 GiB random: md5sum {md5:.2f} s, imgfmt image create {ours:.2f} s "
+            f"({ours / md5:.2f}x md5sum, target <= 1.25x), glance_store add() {theirs:.2f} s "
+            f"(imgfmt {theirs / ours:.2f}x faster, target >= 1.5x)"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
