@@ -72,15 +72,7 @@ PLAIN_STEP = 10
     show_default=True,
     help="Show progress on stderr (a bar on a terminal, lines otherwise).",
 )
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(render.FORMATS),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@render.format_option
 @click.pass_context
 def convert_command(
     ctx: click.Context,

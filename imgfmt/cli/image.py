@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -44,26 +44,6 @@ _FIELDS = {
     "Hash Value": "os_hash_value",
     "Stores": "stores",
 }
-
-
-def output_options(f: Any) -> Any:
-    f = click.option(
-        "-c",
-        "--column",
-        "columns",
-        multiple=True,
-        metavar="COLUMN",
-        help="Show only this column (repeatable).",
-    )(f)
-    return click.option(
-        "-f",
-        "--format",
-        "fmt",
-        type=click.Choice(render.FORMATS),
-        default="table",
-        show_default=True,
-        help="Output format.",
-    )(f)
 
 
 @contextmanager
@@ -117,7 +97,7 @@ def image_group() -> None:
     help="Convert to FORMAT first (raw for Ceph's copy-on-write clones), in [task] work_dir.",
 )
 @click.option("--progress/--no-progress", default=False, help="Show a progress bar.")
-@output_options
+@render.output_options
 @click.pass_context
 def create(
     ctx: click.Context,
@@ -155,7 +135,7 @@ def create(
 
 @image_group.command("list")
 @click.option("--long", is_flag=True, help="More columns: formats, sizes, hashes, stores.")
-@output_options
+@render.output_options
 @click.pass_context
 def list_images(ctx: click.Context, long: bool, fmt: str, columns: tuple[str, ...]) -> None:
     """List images (deleted ones are not shown)."""
@@ -177,7 +157,7 @@ def list_images(ctx: click.Context, long: bool, fmt: str, columns: tuple[str, ..
 
 @image_group.command("show")
 @click.argument("image")
-@output_options
+@render.output_options
 @click.pass_context
 def show(ctx: click.Context, image: str, fmt: str, columns: tuple[str, ...]) -> None:
     """Show one image, by id or unique name."""

@@ -24,23 +24,8 @@ COLUMNS = (
 
 @click.command("inspect")
 @click.argument("images", nargs=-1, required=True)
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(render.FORMATS),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
-@click.option(
-    "-c",
-    "--column",
-    "columns",
-    multiple=True,
-    metavar="COLUMN",
-    help=f"Show only this field (repeatable): {', '.join(COLUMNS)}.",
-)
+@render.format_option
+@render.column_option(f"Show only this field (repeatable): {', '.join(COLUMNS)}.")
 @click.option(
     "--expect-format",
     metavar="FORMAT",

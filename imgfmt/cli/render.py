@@ -11,16 +11,42 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from ..report import printable
 
 FORMATS = ("table", "json", "value")
+Command = TypeVar("Command", bound=Callable[..., Any])
 #: Narrowest a column is folded to when a table must fit the terminal.
 MIN_COLUMN = 8
+
+
+def format_option(f: Command) -> Command:
+    """``-f/--format table|json|value``, as in the OpenStack client."""
+    return click.option(
+        "-f",
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="Output format.",
+    )(f)
+
+
+def column_option(
+    help: str = "Show only this column (repeatable).",
+) -> Callable[[Command], Command]:
+    """``-c/--column NAME``, repeatable."""
+    return click.option("-c", "--column", "columns", multiple=True, metavar="COLUMN", help=help)
+
+
+def output_options(f: Command) -> Command:
+    """Both ``-f`` and ``-c``."""
+    return format_option(column_option()(f))
 
 
 def error(message: str) -> None:

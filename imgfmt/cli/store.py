@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import render
-from .image import opened_store, output_options
+from .image import opened_store
 
 COLUMNS = ("ID", "Type", "Description", "Weight", "Free Space", "Default")
 
@@ -16,7 +16,7 @@ def store_group() -> None:
 
 
 @store_group.command("list")
-@output_options
+@render.output_options
 @click.pass_context
 def list_stores(ctx: click.Context, fmt: str, columns: tuple[str, ...]) -> None:
     """Backends with type, description, weight, free space and which is the default."""

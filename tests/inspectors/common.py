@@ -8,6 +8,7 @@ detection, and holds its own read budget.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from functools import cache
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from imgfmt.errors import FormatError, ImgfmtError, TruncatedError
 from imgfmt.inspectors.base import Inspection, Inspector
-from imgfmt.source import BytesSource, FileSource, Source
+from imgfmt.source import BytesSource, FileSource, Source, StreamSource
 from tests.fixtures.build import build_recipe
 
 Entry = dict[str, Any]
@@ -53,6 +54,22 @@ def inspect_file(inspector: type[Inspector], entry: Entry) -> tuple[Inspection, 
     with FileSource(str(entry["path"])) as source:
         assert inspector.probe(source)
         return inspector.inspect(source), source.bytes_read
+
+
+def from_stream(entry: Entry, window: int | None = None) -> StreamSource:
+    """A fixture's bytes as a drained stream; ``window`` shrinks the head and tail it keeps."""
+    with open(entry["path"], "rb") as f:
+        stream = io.BytesIO(f.read())
+    if window is None:
+        return StreamSource.drain(stream)
+    return StreamSource.drain(stream, head_window=window, tail_window=window)
+
+
+def check_complete_stream(inspector: type[Inspector], entry: Entry) -> Inspection:
+    """A whole fixture read from a stream gives the file's virtual size."""
+    result = inspector.inspect(from_stream(entry))
+    assert result.virtual_size == entry["oracle"]["virtual-size"]
+    return result
 
 
 def check_fixture(inspector: type[Inspector], entry: Entry, budget: int) -> Inspection | None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +13,7 @@ from hypothesis import strategies as st
 from imgfmt.errors import UnverifiableError
 from imgfmt.inspectors.ploop import PloopInspector
 from imgfmt.report import Code, Severity
-from imgfmt.source import BytesSource, StreamSource
+from imgfmt.source import BytesSource
 from tests.inspectors import common
 
 FIXTURES = common.entries("ploop")
@@ -76,18 +74,12 @@ def test_bitmap_table_entry_past_eof() -> None:
 
 
 def test_stream_without_the_extension_is_unverifiable() -> None:
-    data = Path(BY_NAME["ext-bitmap"]["path"]).read_bytes()
-    stream = StreamSource.drain(io.BytesIO(data), head_window=4096, tail_window=4096)
     with pytest.raises(UnverifiableError):
-        PloopInspector.inspect(stream)
+        PloopInspector.inspect(common.from_stream(BY_NAME["ext-bitmap"], window=4096))
 
 
 def test_complete_stream_matches_the_file() -> None:
-    entry = BY_NAME["converted"]
-    data = Path(entry["path"]).read_bytes()
-    result = PloopInspector.inspect(StreamSource.drain(io.BytesIO(data)))
-    assert result.virtual_size == entry["oracle"]["virtual-size"]
-    assert not result.findings
+    assert not common.check_complete_stream(PloopInspector, BY_NAME["converted"]).findings
 
 
 SAFE = [e for e in FIXTURES if e["safe"] and e["format"] == "ploop"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +11,6 @@ from hypothesis import strategies as st
 from imgfmt.errors import UnverifiableError
 from imgfmt.inspectors.vdi import VdiInspector
 from imgfmt.report import Code
-from imgfmt.source import StreamSource
 from tests.inspectors import common
 
 FIXTURES = common.entries("vdi")
@@ -41,18 +38,12 @@ def test_parent_uuid_is_reported_with_its_offset() -> None:
 
 
 def test_stream_without_the_block_map_is_unverifiable() -> None:
-    data = Path(BY_NAME["huge"]["path"]).read_bytes()
-    stream = StreamSource.drain(io.BytesIO(data), head_window=4096, tail_window=4096)
     with pytest.raises(UnverifiableError):
-        VdiInspector.inspect(stream)
+        VdiInspector.inspect(common.from_stream(BY_NAME["huge"], window=4096))
 
 
 def test_complete_stream_matches_the_file() -> None:
-    entry = BY_NAME["converted"]
-    data = Path(entry["path"]).read_bytes()
-    result = VdiInspector.inspect(StreamSource.drain(io.BytesIO(data)))
-    assert result.virtual_size == entry["oracle"]["virtual-size"]
-    assert not result.findings
+    assert not common.check_complete_stream(VdiInspector, BY_NAME["converted"]).findings
 
 
 SAFE = [e for e in FIXTURES if e["safe"] and e["format"] == "vdi"]
