@@ -22,8 +22,8 @@ lint: setup
 test: lint fixtures
 	./scripts/with-services.sh $(VENV)/pytest -q
 
-bench: setup fixtures
-	$(VENV)/python -m pip install -q -e '.[bench]'
+bench: fixtures
+	EXTRAS=dev,bench ./scripts/setup.sh
 	./scripts/with-services.sh $(VENV)/python -m benchmarks.run
 
 clean:

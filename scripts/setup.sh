@@ -33,11 +33,13 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.imgfmt-installed
+# EXTRAS: the optional dependency groups to install (make bench adds "bench").
+extras="${EXTRAS:-dev}"
+stamp=".venv/.imgfmt-installed-${extras//,/-}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   # compat mode: a plain path entry instead of an import hook, which costs every start-up.
-  .venv/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+  .venv/bin/python -m pip install -q -e ".[$extras]" --config-settings editable_mode=compat
   touch "$stamp"
 fi
 # Ceph's Python bindings exist only as Debian packages (python3-rados, python3-rbd), built for

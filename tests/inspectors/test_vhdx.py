@@ -13,6 +13,7 @@ from imgfmt.errors import ImgfmtError
 from imgfmt.inspectors.vhdx import VhdxInspector, bat_entries, block_checksum, crc32c
 from imgfmt.report import Severity
 from imgfmt.source import BytesSource, FileSource
+from tests.fixtures.recipes import vhdx as vhdx_recipe
 from tests.inspectors import common
 
 ENTRIES = common.entries("vhdx")
@@ -75,6 +76,13 @@ def test_crc32c_known_answers() -> None:
     assert crc32c(b"123456789") == 0xE3069283
     assert crc32c(bytes(32)) == 0x8A9136AA
     assert crc32c(b"\xff" * 32) == 0x62A8AB43
+
+
+@common.FUZZ
+@given(body=st.binary(max_size=64), zeros=st.integers(0, 9000))
+def test_crc32c_with_zero_tails_matches_the_bitwise_crc(body: bytes, zeros: int) -> None:
+    data = body + bytes(zeros)
+    assert crc32c(data) == vhdx_recipe.crc32c(data)
 
 
 def test_header_checksums_of_a_real_image() -> None:
