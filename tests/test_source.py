@@ -4,13 +4,41 @@ from __future__ import annotations
 
 import io
 import os
+import tracemalloc
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from imgfmt.errors import SourceError, UnverifiableError
-from imgfmt.source import BytesSource, FileSource, SliceSource, StreamSource, open_source
+from imgfmt.source import (
+    STREAM_HEAD_WINDOW,
+    STREAM_TAIL_WINDOW,
+    BytesSource,
+    FileSource,
+    SliceSource,
+    StreamSource,
+    open_source,
+)
+
+GIB = 1 << 30
+
+
+class _Zeros(io.RawIOBase):
+    """A pipe of ``size`` zero bytes, served from one reused buffer."""
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        n = min(len(buf), self._left)
+        buf[:n] = bytes(n)
+        self._left -= n
+        return n
 
 
 def test_file_source_reads_and_counts(tmp_path: os.PathLike[str]) -> None:
@@ -70,3 +98,19 @@ def test_open_source_drains_non_regular_streams() -> None:
     src = open_source(io.BytesIO(b"abc" * 10))
     assert isinstance(src, StreamSource)
     assert src.size == 30
+
+
+def test_a_giant_stream_holds_only_its_windows() -> None:
+    tracemalloc.start()
+    try:
+        src = StreamSource.drain(io.BufferedReader(_Zeros(4 * GIB), 1 << 20))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert src.size == 4 * GIB
+    assert not src.complete
+    # The head is copied once out of the buffer it was gathered in; the rest is read chunks.
+    assert peak < 2 * STREAM_HEAD_WINDOW + STREAM_TAIL_WINDOW + (4 << 20)
+    with pytest.raises(UnverifiableError):
+        src.read(GIB, 512)
