@@ -237,8 +237,12 @@ class VhdInspector(Inspector):
         size = source.size
         if size is None or size < FOOTER_SIZE:
             raise cls.error("no 'conectix' footer at offset 0 and no room for one at the end")
-        at = size - FOOTER_SIZE
-        footer = VhdFooter.from_bytes(cls.read(source, at, FOOTER_SIZE, "footer"))
+        # qemu finds the end through bdrv_getlength, the size rounded up to whole sectors, and
+        # reads zeros past the real end: a file that is not a multiple of 512 bytes has its
+        # footer, for qemu, less than 512 bytes before the end.
+        at = -(-size // SECTOR_SIZE) * SECTOR_SIZE - FOOTER_SIZE
+        data = cls.read(source, at, size - at, "footer")
+        footer = VhdFooter.from_bytes(data.ljust(FOOTER_SIZE, b"\0"))
         if footer.creator != COOKIE:
             raise cls.error(f"no 'conectix' cookie at offset 0 or at {at:#x}", at, "cookie")
         if footer.type != VHD_FIXED:

@@ -108,6 +108,42 @@ def test_maximum_geometry_means_current_size() -> None:
     assert qemu_sectors(footer) == (3 * 2**40 // 512, "current_size")
 
 
+def _fixed_footer(cyls: int, heads: int, secs: int) -> bytearray:
+    record = bytearray(512)
+    struct.pack_into(">8s", record, 0, b"conectix")
+    struct.pack_into(">4s", record, 0x1C, b"vpc ")
+    struct.pack_into(">HBBI", record, 0x38, cyls, heads, secs, 2)
+    return record
+
+
+def _seal(record: bytearray) -> None:
+    struct.pack_into(">I", record, 0x40, vhd_checksum(bytes(record), 0x40))
+
+
+def test_fixed_footer_is_where_qemu_rounds_the_end_to() -> None:
+    # 5220 bytes: qemu rounds the end up to 5632 and reads the footer at 5120, its last 412
+    # bytes zeros; a second footer at 5220 - 512 must not be the one that counts.
+    theirs = _fixed_footer(60000, 16, 255)
+    theirs[100:] = bytes(412)
+    _seal(theirs)
+    decoy = _fixed_footer(20, 16, 17)
+    decoy[412:] = theirs[:100]
+    _seal(decoy)
+    image = bytes(5220 - 512) + bytes(decoy)
+    assert image[5120:] == theirs[:100]
+    result = VhdInspector.inspect(BytesSource(image))
+    assert result.virtual_size == 60000 * 16 * 255 * 512
+
+
+def test_unaligned_fixed_disk_without_qemus_footer_is_refused() -> None:
+    footer = _fixed_footer(20, 16, 17)
+    _seal(footer)
+    source = BytesSource(bytes(1000) + bytes(footer))
+    assert VhdInspector.probe(source)
+    with pytest.raises(ImgfmtError):
+        VhdInspector.inspect(source)
+
+
 def test_checksum_leaves_out_its_own_field() -> None:
     record = bytes(range(256)) * 2
     patched = record[:0x40] + b"\xff\xff\xff\xff" + record[0x44:]
