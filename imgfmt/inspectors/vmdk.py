@@ -482,6 +482,8 @@ class VmdkInspector(Inspector):
         _check_descriptor_keys(desc, view, at, findings)
         create_type = _check_descriptor_type(text, desc, at, findings)
         extents = _qemu_extents(text, at, findings)
+        if not extents:
+            findings.append(_no_qemu_extents(at))
         _report_external_extents(desc, extents, findings)
         details: dict[str, Any] = {
             "create_type": create_type,
@@ -1151,6 +1153,16 @@ def _report_external_extents(
                 strays[0].at,
             )
         )
+
+
+def _no_qemu_extents(at: int) -> Finding:
+    return unsafe(
+        Code.INVALID_HEADER,
+        f"vmdk: the descriptor at {at:#x} lists no extent qemu 7.2 opens (RW, more than 0 "
+        "sectors, FLAT, SPARSE, VMFS, VMFSSPARSE or SESPARSE); qemu-img info and convert then "
+        "abort on an assertion (vmdk_get_info: s->num_extents)",
+        at,
+    )
 
 
 def _who_opens(access: str) -> str:
