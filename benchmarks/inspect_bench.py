@@ -2,7 +2,9 @@
 
 1. In-process, per fixture image: ``imgfmt.inspect`` against oslo.utils'
    ``detect_file_format`` + ``virtual_size`` + ``safety_check``; median ratio.
-2. Whole process: one ``imgfmt inspect`` of 100 images against 100 ``qemu-img info`` calls.
+2. Whole process: one ``imgfmt inspect`` of 100 images against 100 ``qemu-img info`` calls,
+   on the bare disk images only: qemu-img neither decompresses nor verifies a container's
+   digests, so those are measured against ``sha256sum`` by the containers section.
 3. One ``imgfmt inspect`` process for a single image, wall time (target: under 100 ms).
 """
 
@@ -102,8 +104,9 @@ def single(path: str) -> None:
 def main() -> None:
     entries = build_all()
     paths = [str(e["path"]) for e in entries]
-    print(f"fixture set: {len(paths)} images")
+    bare = [str(e["path"]) for e in entries if e.get("container_format", "bare") == "bare"]
+    print(f"fixture set: {len(paths)} images, {len(bare)} of them bare disk images")
     in_process(paths)
-    whole_process(paths)
+    whole_process(bare)
     qcow2 = next(str(e["path"]) for e in entries if e["format"] == "qcow2" and e["safe"])
     single(qcow2)

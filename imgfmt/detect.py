@@ -95,14 +95,7 @@ def _run(source: Source, cls: type[Inspector]) -> ImageReport:
     try:
         return _report(source, cls.inspect(source))
     except (UnverifiableError, FormatError) as exc:
-        finding = _failure(cls.format, exc)
-    return ImageReport(
-        path=source.name,
-        disk_format=cls.format,
-        virtual_size=None,
-        actual_size=source.size,
-        findings=(finding,),
-    )
+        return _failed(source, exc, cls.format)
 
 
 def _contain(source: Source, cls: type[Container], policy: Policy, nesting: int) -> ImageReport:
@@ -112,26 +105,35 @@ def _contain(source: Source, cls: type[Container], policy: Policy, nesting: int)
     try:
         found = cls.inspect(source, inspect_member)
     except (UnverifiableError, FormatError) as exc:
-        return ImageReport(
-            path=source.name,
-            disk_format=None,
-            virtual_size=None,
-            actual_size=source.size,
-            container_format=cls.format,
-            findings=(_failure(cls.format, exc),),
-        )
-    details = dict(found.details)
-    if isinstance(source, StreamSource):
-        details["stream"] = True
-    return ImageReport(
+        return _failed(source, exc, None, cls.format)
+    report = ImageReport(
         path=source.name,
         disk_format=found.disk_format,
         virtual_size=found.virtual_size,
         actual_size=source.size,
         container_format=cls.format,
-        details=details,
+        details=found.details,
         findings=found.findings,
         members=found.members,
+    )
+    return _marked(source, report)
+
+
+def _failed(
+    source: Source,
+    exc: UnverifiableError | FormatError,
+    disk_format: str | None,
+    container_format: str = "bare",
+) -> ImageReport:
+    """The report of an inspector or container reader that could not finish."""
+    fmt = disk_format or container_format
+    return ImageReport(
+        path=source.name,
+        disk_format=disk_format,
+        virtual_size=None,
+        actual_size=source.size,
+        container_format=container_format,
+        findings=(_failure(fmt, exc),),
     )
 
 
@@ -224,17 +226,22 @@ def _container_claim(report: ImageReport, claimed: str, policy: Policy) -> list[
 
 
 def _report(source: Source, inspection: Inspection) -> ImageReport:
-    details = dict(inspection.details)
-    if isinstance(source, StreamSource):
-        details["stream"] = True
-    return ImageReport(
+    report = ImageReport(
         path=source.name,
         disk_format=inspection.format,
         virtual_size=inspection.virtual_size,
         actual_size=source.size,
-        details=details,
+        details=inspection.details,
         findings=inspection.findings,
     )
+    return _marked(source, report)
+
+
+def _marked(source: Source, report: ImageReport) -> ImageReport:
+    """``report``, saying in its details when it was read from a stream."""
+    if isinstance(source, StreamSource):
+        return replace(report, details={**report.details, "stream": True})
+    return report
 
 
 def _with(report: ImageReport, extra: list[Finding]) -> ImageReport:
