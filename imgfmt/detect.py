@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 MAX_NESTING = 2
 #: Bytes handed to libmagic to name a file that is no disk image.
 MAGIC_WINDOW = 64 * 1024
+#: Disk formats whose files are compressed streams themselves (an initramfs is often a gzip'd
+#: cpio): they win over the compressed container. Any other match beside it is a polyglot.
+COMPRESSED_CONTENT = frozenset({"ari"})
 
 
 def inspect(
@@ -78,7 +81,12 @@ def _detect(source: Source, policy: Policy, nesting: int) -> ImageReport:
     found = Signatures(source)
     matches = [cls for cls in candidates(found) if cls.probe(source)]
     container = probe_container(found) if nesting < MAX_NESTING else None
-    if container is not None and container.format == "compressed" and matches:
+    if (
+        container is not None
+        and container.format == "compressed"
+        and matches
+        and all(cls.format in COMPRESSED_CONTENT for cls in matches)
+    ):
         container = None
     log.debug("%s: probes matched %s, container %s", source.name, matches, container)
 

@@ -80,6 +80,19 @@ def test_gzipped_cpio_stays_an_initramfs() -> None:
     assert (report.disk_format, report.container_format) == ("ari", "bare")
 
 
+def test_gzip_with_a_vhd_footer_is_a_polyglot() -> None:
+    # gunzip yields the qcow2 (trailing bytes ignored); qemu's vpc driver reads a fixed VHD.
+    vhd = next(e["path"] for e in fixture_entries() if e["name"] == "fixed-10m")
+    footer = Path(vhd).read_bytes()[-512:]
+    data = Path(BUILD["disk.qcow2.gz"]).read_bytes() + footer
+
+    report = imgfmt.inspect(BytesSource(data, "disk.qcow2.gz"))
+
+    assert not report.safe
+    assert report.details["formats"] == ["vhd", "compressed"]
+    assert [str(f.code) for f in report.findings] == ["multiple-formats"]
+
+
 @pytest.mark.parametrize(
     ("name", "claim", "ok"),
     [
@@ -121,3 +134,4 @@ def test_cli_table_shows_members_and_expect_container() -> None:
     assert "member" in result.output and "disk.vmdk" in result.output
     bad = CliRunner().invoke(cli, ["inspect", "--expect-container", "zip", BUILD["good.ova"]])
     assert bad.exit_code == 2
+
