@@ -79,6 +79,13 @@ def inspect_source(
 
 def _detect(source: Source, policy: Policy, nesting: int) -> ImageReport:
     found = Signatures(source)
+    report = _resolve(source, found, policy, nesting)
+    if found.unread:
+        report = _with(report, [_signatures_unread(found.unread)])
+    return report
+
+
+def _resolve(source: Source, found: Signatures, policy: Policy, nesting: int) -> ImageReport:
     matches = [cls for cls in candidates(found) if cls.probe(source)]
     container = probe_container(found) if nesting < MAX_NESTING else None
     if (
@@ -152,6 +159,16 @@ def _failure(fmt: str, exc: UnverifiableError | FormatError) -> Finding:
     if isinstance(exc, TruncatedError):
         return unsafe(Code.TRUNCATED, f"{exc}; the file is cut short or damaged", exc.offset)
     return unsafe(Code.INVALID_HEADER, f"{exc}; qemu would refuse or misread it", exc.offset)
+
+
+def _signatures_unread(offsets: list[int]) -> Finding:
+    where = ", ".join(f"{offset:#x}" for offset in offsets)
+    message = (
+        f"the bytes at {where}, where format signatures lie (a qcow2 header, a VHD footer), were"
+        " not kept from the stream, so another format there cannot be ruled out; inspect the"
+        " file itself"
+    )
+    return unsafe(Code.STREAM_UNVERIFIABLE, message, offsets[0])
 
 
 def _guard_raw(source: Source) -> Inspection:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, NamedTuple
 
+from .errors import UnverifiableError
 from .source import Source
 
 #: Bytes at the start of a source that signatures may look at: up to ISO's 0x8001 + 5.
@@ -36,17 +37,27 @@ class Entry(NamedTuple):
 
 
 class Signatures:
-    """The head and tail of one source, read once, matched against entries' signatures."""
+    """The head and tail of one source, read once, matched against entries' signatures.
+
+    ``unread`` holds the offsets of the windows a stream source could not serve (a member of
+    an archive read from a pipe whose bytes were not kept): no signature there was seen.
+    """
 
     def __init__(self, source: Source) -> None:
-        from .inspectors.base import probe_bytes
-
         self.source = source
-        self.head = probe_bytes(source, 0, HEAD_WINDOW)
+        self.unread: list[int] = []
+        self.head = self._read(0, HEAD_WINDOW)
         size = source.size
         tail_at = max(0, size - TAIL_WINDOW) if size is not None else None
-        self.tail = probe_bytes(source, tail_at, TAIL_WINDOW) if tail_at is not None else b""
+        self.tail = self._read(tail_at, TAIL_WINDOW) if tail_at is not None else b""
         self.text = self.head[:TEXT_WINDOW]
+
+    def _read(self, offset: int, length: int) -> bytes:
+        try:
+            return self.source.read(offset, length)
+        except UnverifiableError:
+            self.unread.append(offset)
+            return b""
 
     def match(self, entry: Entry) -> bool:
         for offset, magic in entry.magics:

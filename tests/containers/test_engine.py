@@ -12,7 +12,7 @@ import pytest
 import imgfmt
 from imgfmt.containers.compressed import inspect_compressed
 from imgfmt.detect import inspect_source
-from imgfmt.source import BytesSource
+from imgfmt.source import BytesSource, StreamSource
 from tests.conftest import fixture_entries
 
 BUILD = {e["name"]: e["path"] for e in fixture_entries() if e["recipe"] in {"ova", "docker"}}
@@ -135,3 +135,39 @@ def test_cli_table_shows_members_and_expect_container() -> None:
     bad = CliRunner().invoke(cli, ["inspect", "--expect-container", "zip", BUILD["good.ova"]])
     assert bad.exit_code == 2
 
+
+def _tar_block(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
+def _padded(data: bytes) -> bytes:
+    return data + bytes(-len(data) % 512)
+
+
+def test_ova_member_whose_start_a_stream_did_not_keep_is_not_raw() -> None:
+    # The qcow2's header lies just past the kept head, the header after it starts the kept
+    # tail: the archive walks, but detection cannot see what the disk is.
+    head_window, tail_window = 64 * 1024, 4096
+    qcow2 = next(e["path"] for e in fixture_entries() if e["name"] == "passwd.qcow2")
+    disk = Path(qcow2).read_bytes()
+    with tarfile.open(BUILD["good.ova"]) as tar:
+        ovf = tar.extractfile("appliance.ovf").read()  # type: ignore[union-attr]
+    ovf = ovf.replace(b'"disk.vmdk"', b'"disk.qcow2"')
+    archive = _tar_block("appliance.ovf", len(ovf)) + _padded(ovf)
+    filler = head_window - len(archive) - 2 * 512
+    archive += _tar_block("filler", filler) + bytes(filler)
+    archive += _tar_block("disk.qcow2", len(disk)) + _padded(disk)
+    rest = tail_window - 512 - 1024
+    archive += _tar_block("rest", rest) + bytes(rest) + bytes(1024)
+
+    as_file = imgfmt.inspect(BytesSource(archive, "a.ova"))
+    stream = StreamSource.drain(io.BytesIO(archive), "<stdin>", head_window, tail_window)
+    as_stream = imgfmt.inspect(stream)
+
+    assert as_file.members[0].disk_format == "qcow2"
+    assert not as_file.members[0].safe
+    (member,) = as_stream.members
+    assert not member.safe
+    assert "stream-unverifiable" in member.codes()
