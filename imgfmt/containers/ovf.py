@@ -133,7 +133,16 @@ def inspect_files(
     """Inspect every referenced file ``open_file`` can find; file id -> report, and findings."""
     reports: dict[str, ImageReport] = {}
     findings: list[Finding] = []
+    ids: set[str] = set()
     for ref in descriptor.files:
+        if ref.id in ids:
+            message = (
+                f"{fmt}: File id {ref.id!r} is repeated (href {ref.href!r}); a Disk's fileRef "
+                "could name either file, so readers disagree on the disk"
+            )
+            findings.append(unsafe(Code.UNSAFE_MEMBER, message))
+            continue
+        ids.add(ref.id)
         problem = href_problem(ref.href)
         if problem is not None:
             message = f"{fmt}: File {ref.id!r} href {ref.href!r} {problem}; it was not opened"

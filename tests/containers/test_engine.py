@@ -171,3 +171,24 @@ def test_ova_member_whose_start_a_stream_did_not_keep_is_not_raw() -> None:
     (member,) = as_stream.members
     assert not member.safe
     assert "stream-unverifiable" in member.codes()
+
+
+def test_ova_with_a_repeated_file_id_keeps_the_unsafe_disk(tmp_path: Path) -> None:
+    with tarfile.open(BUILD["good.ova"]) as tar:
+        ovf = tar.extractfile("appliance.ovf").read()  # type: ignore[union-attr]
+        disk = tar.extractfile("disk.vmdk").read()  # type: ignore[union-attr]
+    first = b'<File ovf:id="file1" ovf:href="evil.vmdk"/><File ovf:id="file1" '
+    ovf = ovf.replace(b'<File ovf:id="file1" ', first)
+    evil = b'version=1\ncreateType="monolithicFlat"\nRW 8 FLAT "/etc/passwd" 0\n'
+    path = tmp_path / "repeated-id.ova"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in (("appliance.ovf", ovf), ("evil.vmdk", evil), ("disk.vmdk", disk)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+    report = imgfmt.inspect(path)
+
+    assert not report.safe
+    assert "unsafe-member" in {str(f.code) for f in report.findings}
+    assert [m.path.rsplit(":", 1)[1] for m in report.members] == ["evil.vmdk"]
