@@ -36,6 +36,9 @@ FORMAT = "ovf"
 MAX_DESCRIPTOR = 4 * 1024 * 1024
 #: What a descriptor's first bytes must show for the probe.
 PROBE_WINDOW = 4096
+#: Longest decimal number read from a descriptor: 20 digits hold any 64-bit value, and Python
+#: refuses to convert strings past 4300 digits.
+MAX_DIGITS = 20
 #: CIM_ProcessorAllocationSettingData properties Glance imports (its ovf-metadata.json sample).
 CIM_PASD_PROPERTIES = ("ProcessorArchitecture", "InstructionSet", "InstructionSetExtensionName")
 CIM_PASD_NS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ProcessorAllocationSettingData"
@@ -294,7 +297,7 @@ def _files(root: Element) -> Iterator[OvfFile]:
             yield OvfFile(
                 id=_attr(node, "id") or "",
                 href=_attr(node, "href") or "",
-                size=int(size) if size and size.isascii() and size.isdigit() else None,
+                size=_decimal(size) if size else None,
                 compression=_attr(node, "compression"),
             )
 
@@ -306,8 +309,9 @@ def _disks(root: Element, fmt: str) -> tuple[tuple[OvfDisk, ...], list[Finding]]
         units = _attr(node, "capacityAllocationUnits") or "byte"
         multiplier = unit_multiplier(units)
         capacity = None
-        if text.isascii() and text.isdigit() and multiplier is not None:
-            capacity = int(text) * multiplier
+        number = _decimal(text)
+        if number is not None and multiplier is not None:
+            capacity = number * multiplier
         else:
             message = (
                 f"{fmt}: disk capacity {text!r} in units {units!r} is not a number of bytes "
@@ -332,10 +336,17 @@ def unit_multiplier(units: str) -> int | None:
         return None
     if match.group(1) is None:
         return 1
-    base, exponent = int(match.group(1)), int(match.group(2))
-    if base not in (2, 10) or exponent > 60:
+    base, exponent = _decimal(match.group(1)), _decimal(match.group(2))
+    if base not in (2, 10) or exponent is None or exponent > 60:
         return None
     return int(base**exponent)
+
+
+def _decimal(text: str) -> int | None:
+    """A non-negative decimal number of at most ``MAX_DIGITS`` ASCII digits, or ``None``."""
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_DIGITS:
+        return None
+    return int(text)
 
 
 def _system_details(root: Element) -> dict[str, Any]:
@@ -370,13 +381,13 @@ def _hardware_details(system: Element) -> dict[str, Any]:
     details: dict[str, Any] = {}
     for item in _descendants(system, "Item"):
         kind = _text(item, "ResourceType")
-        quantity = _text(item, "VirtualQuantity") or ""
-        if not (quantity.isascii() and quantity.isdigit()):
+        quantity = _decimal(_text(item, "VirtualQuantity") or "")
+        if quantity is None:
             continue
         if kind == _RESOURCE_CPU and "cpus" not in details:
-            details["cpus"] = int(quantity)
+            details["cpus"] = quantity
         elif kind == _RESOURCE_MEMORY and "memory" not in details:
             units = _text(item, "AllocationUnits") or "byte * 2^20"
             multiplier = unit_multiplier(units)
-            details["memory"] = int(quantity) * multiplier if multiplier else None
+            details["memory"] = quantity * multiplier if multiplier else None
     return details

@@ -35,6 +35,9 @@ MAX_MEMBERS = 100_000
 MAX_EXTENDED_HEADER = 1024 * 1024
 #: Read size when stepping through data that must be read (streams, digests).
 CHUNK = 1024 * 1024
+#: Longest pax size record accepted: 20 digits hold any 64-bit size, and Python refuses to
+#: convert strings past 4300 digits.
+MAX_SIZE_DIGITS = 20
 
 _HEADER = struct.Struct("<100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
 _CHKSUM = slice(148, 156)
@@ -434,6 +437,6 @@ def _pax_records(data: bytes, offset: int, fmt: str) -> dict[str, str]:
         records[_text(key)] = value[:-1].decode("utf-8", "surrogateescape")
         position += int(length_text)
     size = records.get("size", "0")
-    if not (size.isascii() and size.isdigit()):
-        raise FormatError(fmt, f"pax size at {offset:#x} is not a number", offset=offset)
+    if not (size.isascii() and size.isdigit()) or len(size) > MAX_SIZE_DIGITS:
+        raise FormatError(fmt, f"pax size at {offset:#x} is not a 64-bit number", offset=offset)
     return records

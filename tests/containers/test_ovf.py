@@ -63,10 +63,25 @@ def test_href_problems(href: str, bad: bool) -> None:
         ("MegaBytes", 1 << 20),
         ("byte * 3^2", None),
         ("furlong", None),
+        ("byte * 2^" + "1" * 5000, None),
     ],
 )
 def test_units(units: str, multiplier: int | None) -> None:
     assert unit_multiplier(units) == multiplier
+
+
+def test_numbers_too_long_for_int_are_findings() -> None:
+    huge = "9" * 5000
+    data = descriptor().replace(b'ovf:capacity="16"', f'ovf:capacity="{huge}"'.encode())
+    data = data.replace(b"<rasd:VirtualQuantity>2<", f"<rasd:VirtualQuantity>{huge}<".encode())
+    data = data.replace(b'ovf:href="disk.vmdk"', f'ovf:href="disk.vmdk" ovf:size="{huge}"'.encode())
+
+    parsed = Descriptor.from_bytes(data, "ovf")
+
+    assert [str(f.code) for f in parsed.findings] == ["capacity-mismatch"]
+    assert parsed.disks[0].capacity is None
+    assert parsed.files[0].size is None
+    assert "cpus" not in parsed.details
 
 
 @settings(max_examples=300, deadline=None)

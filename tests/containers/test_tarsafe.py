@@ -65,6 +65,13 @@ def test_stream_cursor_reads_what_source_cursor_reads() -> None:
     assert [(m.name, m.size) for m in streamed] == [(m.name, m.size) for m in _walk(data)]
 
 
+def test_pax_size_too_long_for_int_is_a_format_error() -> None:
+    info, data = _file("disk.vmdk")
+    info.pax_headers = {"size": "9" * 5000}
+    with pytest.raises(FormatError, match="pax size"):
+        _walk(_archive((info, data)))
+
+
 def test_bad_checksum_is_a_format_error() -> None:
     data = bytearray(_archive(_file("a")))
     data[0] ^= 0xFF
