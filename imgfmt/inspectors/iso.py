@@ -514,7 +514,9 @@ class IsoInspector(Inspector):
         platforms = [ELTORITO_PLATFORMS.get(catalog[1], f"{catalog[1]:#04x}")]
         bootable = catalog[ELTORITO_ENTRY_SIZE] == ELTORITO_BOOTABLE
         entries = 1
-        for at in range(2 * ELTORITO_ENTRY_SIZE, len(catalog), ELTORITO_ENTRY_SIZE):
+        # Whole entries only: a catalog cut short by the end of the image may end mid-entry.
+        end = len(catalog) - ELTORITO_ENTRY_SIZE + 1
+        for at in range(2 * ELTORITO_ENTRY_SIZE, end, ELTORITO_ENTRY_SIZE):
             indicator = catalog[at]
             if indicator in (ELTORITO_MORE_HEADERS, ELTORITO_FINAL_HEADER):
                 _, platform, _count, _id = ELTORITO_SECTION_HEADER.unpack_from(catalog, at)

@@ -86,6 +86,20 @@ def test_truncated_primary_descriptor_raises() -> None:
         IsoInspector.inspect(BytesSource(data))
 
 
+def test_boot_catalog_cut_mid_entry_is_read_up_to_it() -> None:
+    entry = next(e for e in FIXTURES if e["name"] == "eltorito-bios.iso")
+    with open(entry["path"], "rb") as f:
+        data = bytearray(f.read())
+    first = IsoInspector.inspect(BytesSource(bytes(data)))
+    catalog = first.details["el_torito"]["catalog_sector"] * 2048
+    data[catalog + 64] = 0x91  # a final section header, cut after 6 of its 32 bytes
+    cut = bytes(data[: catalog + 70])
+
+    inspection = IsoInspector.inspect(BytesSource(cut))
+
+    assert inspection.details["el_torito"] == BIOS | {"catalog_sector": catalog // 2048}
+
+
 #: Mutations land mostly where the parser looks: system area and descriptor set.
 OFFSETS = st.one_of(
     st.integers(0, HEAD - 1),
