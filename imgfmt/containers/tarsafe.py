@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import FormatError, TruncatedError
+from ..errors import FormatError, TruncatedError, UnverifiableError
 from ..report import Code, Finding, unsafe, warning
 from ..source import Source
 from .base import Reader
@@ -160,14 +160,15 @@ def probe(source: Source) -> bool:
 
 
 def names(source: Source, limit: int) -> list[str]:
-    """The names of the first ``limit`` members, ``[]`` when the headers do not parse."""
+    """The names of the first ``limit`` members, up to a header that does not parse or that a
+    stream did not keep."""
     found: list[str] = []
     try:
         for member in walk(SourceCursor(source), "tar"):
             found.append(member.name)
             if len(found) >= limit:
                 break
-    except FormatError:
+    except (FormatError, UnverifiableError):
         return found
     return found
 

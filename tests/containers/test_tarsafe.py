@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from imgfmt.containers import tarsafe
 from imgfmt.containers.tarsafe import LinkRule, SourceCursor, StreamCursor, TarMember
 from imgfmt.errors import FormatError, ImgfmtError
-from imgfmt.source import BytesSource
+from imgfmt.source import BytesSource, StreamSource
 
 
 def _archive(*entries: tuple[tarfile.TarInfo, bytes], fmt: int = tarfile.PAX_FORMAT) -> bytes:
@@ -70,6 +70,14 @@ def test_pax_size_too_long_for_int_is_a_format_error() -> None:
     info.pax_headers = {"size": "9" * 5000}
     with pytest.raises(FormatError, match="pax size"):
         _walk(_archive((info, data)))
+
+
+def test_names_stop_where_a_stream_kept_nothing() -> None:
+    entries = (_file("a.ovf"), _file("big", bytes(64 * 1024)), _file("c"))
+    data = _archive(*entries, fmt=tarfile.USTAR_FORMAT)
+    stream = StreamSource.drain(io.BytesIO(data), "<stdin>", head_window=4096, tail_window=512)
+
+    assert tarsafe.names(stream, 16) == ["a.ovf", "big"]
 
 
 def test_bad_checksum_is_a_format_error() -> None:
