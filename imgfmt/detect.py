@@ -20,7 +20,7 @@ from typing import BinaryIO
 from .containers import Container, probe_container
 from .errors import FormatError, TruncatedError, UnverifiableError
 from .inspectors import Inspection, Inspector, candidates
-from .inspectors.base import probe_bytes
+from .inspectors.base import probe_bytes, qemu_raw_size
 from .policy import Policy, claim_satisfied, container_claim_satisfied
 from .registry import Signatures
 from .report import Code, Finding, ImageReport, unsafe, warning
@@ -177,7 +177,7 @@ def _guard_raw(source: Source) -> Inspection:
 
         inspection = inspect_raw(source)
     except UnverifiableError as exc:
-        size = source.size or 0
+        size = 0 if source.size is None else qemu_raw_size(source)
         finding = warning(
             Code.STREAM_UNVERIFIABLE,
             f"raw: partition details could not be read from the stream: {exc}",

@@ -123,12 +123,16 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path) -> None:
         assert "\x1b" not in out and "\x07" not in out
 
 
-def test_console_script_runs(safe_image: Path) -> None:
-    exe = Path(sys.executable).parent / "imgfmt"
+@pytest.mark.parametrize(
+    "command",
+    [[str(Path(sys.executable).parent / "imgfmt")], [sys.executable, "-m", "imgfmt"]],
+    ids=["console-script", "python-m"],
+)
+def test_command_runs(command: list[str], backed_image: Path) -> None:
     proc = subprocess.run(
-        [str(exe), "inspect", "-f", "value", "-c", "safe", str(safe_image)],
+        [*command, "inspect", "-f", "value", "-c", "safe", str(backed_image)],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert (proc.returncode, proc.stdout) == (0, "true\n")
+    assert (proc.returncode, proc.stdout) == (1, "false\n")

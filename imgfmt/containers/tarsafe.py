@@ -365,10 +365,8 @@ def _parse_header(block: bytes, offset: int, fmt: str) -> tuple[str, int, int, s
 
 
 def _checksum_ok(block: bytes) -> bool:
-    stored = block[_CHKSUM].split(b"\x00", 1)[0].strip(b" ")
-    try:
-        expected = int(stored, 8)
-    except ValueError:
+    expected = _octal(block[_CHKSUM])
+    if expected is None:
         return False
     blanked = block[:148] + b" " * 8 + block[156:]
     unsigned = sum(blanked)
@@ -381,13 +379,24 @@ def _number(field: bytes, offset: int, fmt: str) -> int:
         return int.from_bytes(field[1:], "big")
     if field[:1] == b"\xff":
         raise FormatError(fmt, f"negative size at {offset:#x}", offset=offset, field="size")
-    text = field.split(b"\x00", 1)[0].strip(b" ")
-    try:
-        return int(text, 8) if text else 0
-    except ValueError:
+    value = _octal(field)
+    if value is None:
         raise FormatError(
-            fmt, f"size {text!r} at {offset:#x} is not octal", offset=offset, field="size"
-        ) from None
+            fmt, f"size {field!r} at {offset:#x} is not octal", offset=offset, field="size"
+        )
+    return value
+
+
+def _octal(field: bytes) -> int | None:
+    """A numeric field's octal digits (POSIX ustar: NUL- or space-terminated), or None.
+
+    Only the digits 0-7 count: ``int(..., 8)`` would also take ``+``, ``_`` and other white
+    space, which GNU tar refuses, so two readers would disagree on where members lie.
+    """
+    text = field.split(b"\x00", 1)[0].strip(b" ")
+    if text.strip(b"01234567"):
+        return None
+    return int(text, 8) if text else 0
 
 
 def _text(field: bytes) -> str:

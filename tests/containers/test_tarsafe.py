@@ -80,6 +80,16 @@ def test_names_stop_where_a_stream_kept_nothing() -> None:
     assert tarsafe.names(stream, 16) == ["a.ovf", "big"]
 
 
+@pytest.mark.parametrize("size", [b"0000000_001\0", b"+0000000001\0", b"\t0000000001\0"])
+def test_size_with_more_than_octal_digits_is_a_format_error(size: bytes) -> None:
+    data = bytearray(_archive(_file("a"), fmt=tarfile.USTAR_FORMAT))
+    data[124:136] = size
+    data[148:156] = b" " * 8
+    data[148:156] = b"%06o\0 " % sum(data[:512])
+    with pytest.raises(FormatError, match="not octal"):
+        _walk(bytes(data))
+
+
 def test_bad_checksum_is_a_format_error() -> None:
     data = bytearray(_archive(_file("a")))
     data[0] ^= 0xFF
