@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from typing import Any
 from .errors import InvalidTransition, NotFound, StoreError
 
 BUSY_TIMEOUT_MS = 30_000
+#: Pause between attempts to open a catalog another process is creating.
+OPEN_RETRY_S = 0.05
 
 #: Allowed status changes (from -> to), after Glance's image state machine.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -129,15 +132,31 @@ class Catalog:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
-            )
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.executescript(_SCHEMA)
+            self._db = self._open()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"catalog {self.path}: cannot open: {exc}") from exc
         self._db.row_factory = sqlite3.Row
+
+    def _open(self) -> sqlite3.Connection:
+        """Connect, switch to WAL and create the schema, retrying while another opener holds it.
+
+        SQLite does not run its busy handler for the journal-mode switch, so processes opening a
+        new catalog together see "database is locked" at once; they retry within the timeout.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            try:
+                db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode = WAL")
+                db.executescript(_SCHEMA)
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(OPEN_RETRY_S)
 
     def close(self) -> None:
         self._db.close()

@@ -257,3 +257,22 @@ def test_eight_concurrent_creates(tmp_path: Path) -> None:
     assert sorted(r["Name"] for r in records) == [f"img{i}" for i in range(8)]
     assert {r["Status"] for r in records} == {"active"}
     assert len(os.listdir(tmp_path / "data")) == 8
+
+
+def _open_catalog(path: str) -> str:
+    try:
+        Catalog(path).close()
+    except StoreError as exc:
+        return str(exc)
+    return "ok"
+
+
+def test_processes_creating_one_catalog_together(tmp_path: Path) -> None:
+    # The first image creates of a new store race to create its catalog; before opening
+    # retried, about one opener in thirty failed with "database is locked".
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(8) as pool:
+        for attempt in range(12):
+            path = str(tmp_path / f"catalog{attempt}.db")
+            assert pool.map(_open_catalog, [path] * 8) == ["ok"] * 8
