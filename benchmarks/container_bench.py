@@ -15,12 +15,11 @@ import os
 import shutil
 import subprocess
 import tarfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import imgfmt
+from benchmarks.common import best
 from imgfmt.source import FileSource
 from tests.fixtures.build import BUILD
 from tests.fixtures.recipes.ova import descriptor
@@ -84,26 +83,19 @@ def build(path: Path = OVA) -> Path:
     return path
 
 
-def _best(run: Callable[[], object]) -> float:
-    times = []
-    for _ in range(REPEAT):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     path = build()
     size = path.stat().st_size
     sha256sum = shutil.which("sha256sum") or "sha256sum"
     subprocess.run([sha256sum, path], capture_output=True, check=True)
 
-    theirs = _best(lambda: subprocess.run([sha256sum, path], capture_output=True, check=True))
+    theirs = best(
+        lambda: subprocess.run([sha256sum, path], capture_output=True, check=True), REPEAT
+    )
     with FileSource(path) as source:
         report = imgfmt.inspect(source)
         read = source.bytes_read
-    ours = _best(lambda: imgfmt.inspect(path))
+    ours = best(lambda: imgfmt.inspect(path), REPEAT)
 
     gib = size / (1 << 30)
     print(

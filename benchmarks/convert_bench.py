@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-GIB = 1 << 30
+from benchmarks.common import GIB, IMGFMT
+
 CHUNK = 64 * 1024
 REPEAT = 3
 #: (name, source format, target driver, imgfmt target, extra qemu-img convert arguments)
@@ -26,7 +26,6 @@ CASES = (
     ("raw -> qcow2", "raw", "qcow2", "qcow2", ()),
     ("raw -> vmdk streamOptimized", "raw", "vmdk", "vmdk", ("-o", "subformat=streamOptimized")),
 )
-IMGFMT = str(Path(sys.executable).parent / "imgfmt")
 
 
 def _make_raw(path: Path, size: int = GIB) -> None:

@@ -14,26 +14,14 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import imgfmt
+from benchmarks.common import IMGFMT, best
 from tests.fixtures.build import build_all
 
 #: oslo's inspector reads a raw file to its end; giants would measure only the disk.
 OSLO_SIZE_LIMIT = 256 * 1024 * 1024
-REPEAT = 5
-
-
-def _best(fn: Callable[[], object], repeat: int = REPEAT) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _oslo(path: str) -> None:
@@ -53,8 +41,8 @@ def in_process(paths: list[str]) -> None:
     for path in paths:
         if os.path.getsize(path) > OSLO_SIZE_LIMIT:
             continue
-        ours = _best(lambda p=path: imgfmt.inspect(p))
-        theirs = _best(lambda p=path: _oslo(p))
+        ours = best(lambda p=path: imgfmt.inspect(p))
+        theirs = best(lambda p=path: _oslo(p))
         ratios.append(theirs / ours)
     print(
         f"in-process, {len(ratios)} images: oslo.utils / imgfmt time ratio "
@@ -65,17 +53,16 @@ def in_process(paths: list[str]) -> None:
 
 def whole_process(paths: list[str]) -> None:
     sample = (paths * (100 // len(paths) + 1))[:100]
-    exe = str(Path(sys.executable).parent / "imgfmt")
-    ours = _best(
+    ours = best(
         lambda: subprocess.run(
-            [exe, "inspect", "-f", "value", "-c", "disk_format", *sample],
+            [IMGFMT, "inspect", "-f", "value", "-c", "disk_format", *sample],
             capture_output=True,
             check=False,
         ),
         3,
     )
     qemu = shutil.which("qemu-img") or "qemu-img"
-    theirs = _best(
+    theirs = best(
         lambda: [
             subprocess.run([qemu, "info", "--output=json", p], capture_output=True, check=False)
             for p in sample
@@ -89,11 +76,10 @@ def whole_process(paths: list[str]) -> None:
 
 
 def single(path: str) -> None:
-    exe = str(Path(sys.executable).parent / "imgfmt")
     times = []
     for _ in range(10):
         start = time.perf_counter()
-        subprocess.run([exe, "inspect", path], capture_output=True, check=False)
+        subprocess.run([IMGFMT, "inspect", path], capture_output=True, check=False)
         times.append(time.perf_counter() - start)
     print(
         f"single image, table output: median {statistics.median(times) * 1000:.0f} ms, "

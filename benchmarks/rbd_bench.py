@@ -11,26 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-GIB = 1 << 30
+from benchmarks.common import IMGFMT, random_file, timed
+
 ORDER = 23
-BIN = Path(sys.executable).parent
-
-
-def _random_file(path: Path) -> None:
-    with open(path, "wb") as f:
-        for _ in range(GIB // (64 << 20)):
-            f.write(os.urandom(64 << 20))
-
-
-def _timed(argv: list[str], env: dict[str, str] | None = None) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - start
 
 
 def _imgfmt(service: Path, work: Path, image: Path) -> float:
@@ -42,8 +28,8 @@ def _imgfmt(service: Path, work: Path, image: Path) -> float:
         + f"[task]\nwork_dir = {work / 'scratch'}\n"
     )
     env = {**os.environ, "IMGFMT_CONFIG": str(conf)}
-    seconds = _timed([str(BIN / "imgfmt"), "image", "create", "bench", "--file", str(image)], env)
-    subprocess.run([str(BIN / "imgfmt"), "image", "delete", "bench"], check=True, env=env)
+    seconds = timed([IMGFMT, "image", "create", "bench", "--file", str(image)], env)
+    subprocess.run([IMGFMT, "image", "delete", "bench"], check=True, env=env)
     return seconds
 
 
@@ -51,7 +37,7 @@ def _rbd_import(service: Path, image: Path) -> float:
     rbd = ["rbd", "-c", str(service / "ceph.conf")]
     target = f"images/bench-rbd-import-{os.getpid()}"
     size = f"{1 << (ORDER - 20)}M"
-    seconds = _timed([*rbd, "import", "--no-progress", "--object-size", size, str(image), target])
+    seconds = timed([*rbd, "import", "--no-progress", "--object-size", size, str(image), target])
     subprocess.run([*rbd, "rm", "--no-progress", target], check=True)
     return seconds
 
@@ -65,8 +51,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="imgfmt-rbd-bench-", dir=os.environ.get("TMPDIR")))
     try:
         image = work / "random.raw"
-        _random_file(image)
-        subprocess.run(["cat", str(image)], stdout=subprocess.DEVNULL, check=True)  # warm cache
+        random_file(image)
         theirs = _rbd_import(service, image)
         ours = _imgfmt(service, work, image)
         print(

@@ -10,26 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-SIZE = 1 << 30
-
-
-def _random_file(path: Path) -> None:
-    with open(path, "wb") as f:
-        for _ in range(SIZE // (16 << 20)):
-            f.write(os.urandom(16 << 20))
-
-
-def _timed(argv: list[str], env: dict[str, str] | None = None) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - start
+from benchmarks.common import GIB, IMGFMT, random_file, timed
 
 
 def _glance_store_add(path: Path, datadir: Path) -> float:
@@ -44,7 +30,7 @@ def _glance_store_add(path: Path, datadir: Path) -> float:
     store.configure()
     start = time.perf_counter()
     with open(path, "rb") as f:
-        store.add(str(uuid.uuid4()), f, SIZE, "sha512")
+        store.add(str(uuid.uuid4()), f, GIB, "sha512")
     return time.perf_counter() - start
 
 
@@ -52,18 +38,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="imgfmt-bench-", dir=os.environ.get("TMPDIR", "/var/tmp")))
     try:
         image = work / "random.raw"
-        _random_file(image)
-        subprocess.run(["cat", str(image)], stdout=subprocess.DEVNULL, check=True)  # warm cache
+        random_file(image)
         conf = work / "imgfmt.conf"
         conf.write_text(
             f"[glance_store]\nfilesystem_store_datadir = {work / 'imgfmt'}\n"
             f"[database]\nconnection = sqlite:///{work / 'catalog.db'}\n"
         )
         env = {**os.environ, "IMGFMT_CONFIG": str(conf)}
-        exe = str(Path(sys.executable).parent / "imgfmt")
 
-        md5 = _timed(["md5sum", str(image)])
-        ours = _timed([exe, "image", "create", "bench", "--file", str(image)], env)
+        md5 = timed(["md5sum", str(image)])
+        ours = timed([IMGFMT, "image", "create", "bench", "--file", str(image)], env)
         theirs = _glance_store_add(image, work / "glance")
         print(
             f"1 GiB random: md5sum {md5:.2f} s, imgfmt image create {ours:.2f} s "

@@ -10,27 +10,14 @@ from __future__ import annotations
 
 import configparser
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-GIB = 1 << 30
+from benchmarks.common import IMGFMT, random_file, timed
+
 SEGMENT_MIB = 200
 BIN = Path(sys.executable).parent
-
-
-def _random_file(path: Path, size: int = GIB) -> None:
-    with open(path, "wb") as f:
-        for _ in range(size // (64 << 20)):
-            f.write(os.urandom(64 << 20))
-
-
-def _timed(argv: list[str], env: dict[str, str] | None = None) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - start
 
 
 def _imgfmt(service: Path, work: Path, image: Path) -> float:
@@ -41,8 +28,8 @@ def _imgfmt(service: Path, work: Path, image: Path) -> float:
         f"swift_store_large_object_chunk_size = {SEGMENT_MIB}\n"
         f"[database]\nconnection = sqlite:///{work / 'catalog.db'}\n"
     )
-    argv = [str(BIN / "imgfmt"), "--config-file", str(conf), "image", "create", "bench"]
-    return _timed([*argv, "--file", str(image), "--disk-format", "raw"])
+    argv = [IMGFMT, "--config-file", str(conf), "image", "create", "bench"]
+    return timed([*argv, "--file", str(image), "--disk-format", "raw"])
 
 
 def _swift_upload(service: Path, image: Path) -> float:
@@ -52,7 +39,7 @@ def _swift_upload(service: Path, image: Path) -> float:
     env = {**os.environ, "ST_KEY": ref["ref1"]["key"]}
     argv = [str(BIN / "swift"), *auth, "upload", "bench_swift", str(image), "--object-name"]
     segments = ["--segment-size", str(SEGMENT_MIB << 20), "--use-slo"]
-    return _timed([*argv, "bench", *segments], env)
+    return timed([*argv, "bench", *segments], env)
 
 
 def main() -> None:
@@ -64,7 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="imgfmt-swift-bench-", dir=".") as scratch:
         work = Path(scratch)
         image = work / "random.raw"
-        _random_file(image)
+        random_file(image)
         swift_time = _swift_upload(service, image)
         ours = _imgfmt(service, work, image)
     print(
