@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 SYSTEM_PACKAGES=(
   qemu-utils libmagic1 file xorriso genisoimage fdisk xfsprogs dosfstools btrfs-progs
   cpio udftools zstd lz4 xz-utils bzip2 gzip cryptsetup-bin skopeo umoci
-  python3-rados python3-rbd
+  python3-rados python3-rbd strace
 )
 
 missing=()
