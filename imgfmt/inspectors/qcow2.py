@@ -108,6 +108,15 @@ MAX_SNAPSHOTS_SIZE = 1024 * MAX_SNAPSHOTS
 MAX_SNAPSHOT_EXTRA_DATA = 1024
 MAX_BITMAPS = 65535
 MAX_BITMAP_DIRECTORY_SIZE = 1024 * MAX_BITMAPS
+# block/qcow2-bitmap.c: the checks of check_dir_entry and load_bitmap_data.
+BME_MAX_TABLE_SIZE = 0x8000000
+BME_MAX_PHYS_SIZE = 0x20000000
+BME_MIN_GRANULARITY_BITS = 9
+BME_MAX_GRANULARITY_BITS = 31
+BME_MAX_NAME_SIZE = 1023
+BME_FLAG_IN_USE = 1 << 0
+BME_FLAG_AUTO = 1 << 1
+BT_DIRTY_TRACKING_BITMAP = 1
 MAX_BACKING_FILE_SIZE = 1023
 #: ``bs->backing_format`` holds 15 characters and a NUL.
 MAX_BACKING_FORMAT_SIZE = 15
@@ -933,12 +942,20 @@ def _bitmaps(
     offset = ext.bitmap_directory_offset
     data = source.read(offset, min(ext.bitmap_directory_size, MAX_BITMAP_DIRECTORY_READ))
     bitmaps: list[dict[str, Any]] = []
+    findings: list[Finding] = []
     start = 0
     while len(bitmaps) < min(ext.nb_bitmaps, MAX_BITMAPS_READ):
         if start + BITMAP_ENTRY.size > len(data):
-            return bitmaps, [_truncated_finding(offset + start, "bitmap directory entry")]
+            findings.append(_truncated_finding(offset + start, "bitmap directory entry"))
+            return bitmaps, findings
         entry = BitmapDirectoryEntry.from_bytes(data[start : start + BITMAP_ENTRY.size])
         name_at = start + BITMAP_ENTRY.size + entry.extra_data_size
+        problem = _bitmap_entry_problem(header, entry)
+        if problem:
+            index = len(bitmaps)
+            findings.append(
+                _invalid_at(offset + start, f"bitmap directory entry {index}: {problem}")
+            )
         bitmaps.append(
             {
                 "name": cstring(data[name_at : name_at + entry.name_size]),
@@ -947,7 +964,41 @@ def _bitmaps(
             }
         )
         start += entry.length
-    return bitmaps, []
+    return bitmaps, findings
+
+
+def _bitmap_entry_problem(header: Qcow2Header, entry: BitmapDirectoryEntry) -> str | None:
+    """Why qemu would refuse to load this bitmap, and so the image (check_dir_entry,
+    bitmap_list_load, load_bitmap_data), or None."""
+    if not BME_MIN_GRANULARITY_BITS <= entry.granularity_bits <= BME_MAX_GRANULARITY_BITS:
+        return f"granularity_bits {entry.granularity_bits} is outside 9..31"
+    if entry.type != BT_DIRTY_TRACKING_BITMAP:
+        return f"type {entry.type} is not a dirty tracking bitmap (1)"
+    if entry.flags & ~(BME_FLAG_IN_USE | BME_FLAG_AUTO):
+        return f"reserved flags {entry.flags:#x} are set"
+    if entry.extra_data_size:
+        return f"{entry.extra_data_size} bytes of extra data qemu does not support"
+    if not 0 < entry.name_size <= BME_MAX_NAME_SIZE:
+        return f"name_size {entry.name_size} is outside 1..{BME_MAX_NAME_SIZE}"
+    table_size, table_offset = entry.bitmap_table_size, entry.bitmap_table_offset
+    if not 0 < table_size <= BME_MAX_TABLE_SIZE or table_size * header.cluster_size > (
+        BME_MAX_PHYS_SIZE
+    ):
+        return f"bitmap_table_size {table_size} is 0 or too big"
+    if table_offset == 0 or table_offset % header.cluster_size:
+        return f"bitmap_table_offset {table_offset:#x} is 0 or not cluster-aligned"
+    if entry.flags & BME_FLAG_IN_USE:
+        return None  # qemu keeps an in-use bitmap as inconsistent and reads no data
+    # An hbitmap serialises one bit per granule in 64-bit words.
+    size = _virtual_size(header)
+    words = ((size - 1) >> entry.granularity_bits >> 6) + 1 if size else 0
+    needed = -(-words * 8 // header.cluster_size)
+    if needed != table_size:
+        return (
+            f"bitmap_table_size {table_size} is not the {needed} clusters a bitmap of the "
+            f"{size}-byte disk with granularity_bits {entry.granularity_bits} takes"
+        )
+    return None
 
 
 def _details(header: Qcow2Header, extensions: Extensions) -> dict[str, Any]:

@@ -67,6 +67,49 @@ def test_bitmap_directory() -> None:
     ]
 
 
+def _bitmap_image(**fields: int) -> Inspection:
+    """bitmap.qcow2 with header fields (``size``) or directory entry fields changed."""
+    data = bytearray(_bytes("bitmap.qcow2"))
+    if "size" in fields:
+        struct.pack_into(">Q", data, 24, fields.pop("size"))
+    directory = Qcow2Inspector.inspect(BytesSource(bytes(data)))
+    assert directory.details["bitmaps"]
+    # The bitmaps extension follows the feature name table; find its directory offset.
+    at = data.index(struct.pack(">I", 0x23852875))
+    entry = struct.unpack_from(">Q", data, at + 8 + 16)[0]
+    layout = {"table_size": (8, ">I"), "flags": (12, ">I"), "type": (16, ">B")}
+    layout["granularity_bits"] = (17, ">B")
+    for name, value in fields.items():
+        offset, fmt = layout[name]
+        struct.pack_into(fmt, data, entry + offset, value)
+    return _inspect_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        # qemu-img info: "Could not read bitmap 'backup-0' from image: Invalid argument"
+        {"size": 0},
+        {"table_size": 0},
+        {"table_size": 2},
+        {"granularity_bits": 8},
+        {"type": 2},
+        {"flags": 4},
+    ],
+    ids=str,
+)
+def test_bitmap_qemu_refuses_to_load_is_invalid(fields: dict[str, int]) -> None:
+    inspection = _bitmap_image(**fields)
+    (finding,) = [f for f in inspection.findings if "bitmap directory entry 0" in f.message]
+    assert finding.code == "invalid-header"
+    assert finding.severity is Severity.UNSAFE
+
+
+def test_bitmap_in_use_is_not_loaded_so_its_size_is_not_checked() -> None:
+    inspection = _bitmap_image(size=0, flags=3)
+    assert not [f for f in inspection.findings if "bitmap directory entry" in f.message]
+
+
 def test_luks_details() -> None:
     inspection = _inspect("luks.qcow2")
     codes = {str(f.code) for f in inspection.findings}
