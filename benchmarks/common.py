@@ -15,12 +15,14 @@ IMGFMT = str(Path(sys.executable).parent / "imgfmt")
 
 
 def random_file(path: Path, size: int = GIB) -> None:
-    """Write ``size`` bytes of random data (incompressible, no all-zero chunks) and read them
-    once, so that every contender starts from the page cache."""
+    """Write ``size`` bytes of random data (incompressible, no all-zero chunks), flush them to
+    disk and read them once: every contender starts from the page cache, and none pays for
+    writing back the input in the background."""
     block = 64 << 20
     with open(path, "wb") as f:
         for _ in range(size // block):
             f.write(os.urandom(block))
+    os.sync()
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
 
 
