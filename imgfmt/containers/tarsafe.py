@@ -136,6 +136,8 @@ class TarMember:
     offset: int
     header_offset: int
     linkname: str = ""
+    #: Described by pax ``GNU.sparse.*`` records: readers disagree on its name, size and data.
+    sparse: bool = False
 
     @property
     def kind(self) -> str:
@@ -195,12 +197,14 @@ def walk(cursor: Cursor, fmt: str) -> Iterator[TarMember]:
         merged = {**globals_, **extended}
         extended = {}
         member = TarMember(
-            name=merged.get("path", name),
+            # GNU tar and Python's tarfile extract a GNU sparse file under GNU.sparse.name.
+            name=merged.get("GNU.sparse.name", merged.get("path", name)),
             typeflag=typeflag,
             size=int(merged["size"]) if "size" in merged else size,
             offset=cursor.position,
             header_offset=header_offset,
             linkname=merged.get("linkpath", linkname),
+            sparse=any(key.startswith("GNU.sparse.") for key in merged),
         )
         yield member
         if member.carries_data:
@@ -319,6 +323,17 @@ def _name_findings(member: TarMember, fmt: str, rule: LinkRule) -> list[Finding]
 
 
 def _type_findings(member: TarMember, fmt: str, rule: LinkRule) -> list[Finding]:
+    found = _kind_findings(member, fmt, rule)
+    if member.sparse:
+        # Python's tarfile takes GNU.sparse.realsize as the data size (and so where the next
+        # header lies), GNU tar a sparse map inside the data: each reads other bytes.
+        message = "is a GNU sparse file; readers disagree on its size and data"
+        report = warning if rule is LinkRule.ROOTFS else unsafe
+        found.append(report(Code.UNSAFE_MEMBER, _say(fmt, member, message), member.header_offset))
+    return found
+
+
+def _kind_findings(member: TarMember, fmt: str, rule: LinkRule) -> list[Finding]:
     offset = member.header_offset
     if member.typeflag in _KINDS and not member.carries_data and member.size:
         message = f"is a {member.kind} that declares {member.size} data bytes; readers disagree"

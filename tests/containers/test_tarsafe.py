@@ -110,6 +110,36 @@ def test_repeated_member_is_unsafe() -> None:
     assert _codes(_archive(_file("a"), _file("./a"))) == ["unsafe-member"]
 
 
+def _sparse(name: str, real_name: str) -> tuple[tarfile.TarInfo, bytes]:
+    info, data = _file(name, b"1\n0\n4\n".ljust(512, b"\0") + b"evil")
+    info.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": real_name,
+        "GNU.sparse.realsize": "4",
+    }
+    return info, data
+
+
+def test_gnu_sparse_member_is_named_as_extracted_and_unsafe() -> None:
+    # GNU tar and Python's tarfile both extract the second member as disk.vmdk.
+    data = _archive(_file("disk.vmdk"), _sparse("GNUSparseFile.0/x", "disk.vmdk"))
+
+    assert [m.name for m in _walk(data)] == ["disk.vmdk", "disk.vmdk"]
+    assert set(_codes(data)) == {"unsafe-member"}
+    assert len(_codes(data)) == 2
+    assert _codes(_archive(_sparse("x", "../../etc/x")), LinkRule.ROOTFS) == ["unsafe-member"] * 2
+
+
+def test_pax_realsize_alone_makes_a_sparse_member() -> None:
+    # tarfile takes GNU.sparse.realsize as the size and looks for the next header there.
+    info, data = _file("disk.vmdk", b"x" * 1024)
+    info.pax_headers = {"GNU.sparse.realsize": "0"}
+    (member,) = _walk(_archive((info, data)))
+    assert member.sparse
+    assert _codes(_archive((info, data))) == ["unsafe-member"]
+
+
 def test_links_inside_an_image_store_are_allowed() -> None:
     data = _archive(_file("b.tar"), _link("d/layer.tar", "../b.tar"))
     assert _codes(data, LinkRule.INSIDE) == []
