@@ -47,6 +47,8 @@ LINKS = frozenset(b"12")
 SPECIAL = frozenset(b"346")
 DIRECTORY = ord("5")
 _EXTENSIONS = frozenset(b"xgLK")
+#: Extended records that name or size a member; a global header must not set them.
+_MEMBER_KEYS = frozenset({"path", "linkpath", "size"})
 _KINDS = {
     ord("0"): "file",
     0: "file",
@@ -179,6 +181,7 @@ def walk(cursor: Cursor, fmt: str) -> Iterator[TarMember]:
     """Every member of the archive at ``cursor``; ``FormatError`` on a damaged header."""
     extended: dict[str, str] = {}
     globals_: dict[str, str] = {}
+    kinds: set[int] = set()
     for _ in range(MAX_MEMBERS):
         header_offset = cursor.position
         block = cursor.read(BLOCK)
@@ -191,11 +194,22 @@ def walk(cursor: Cursor, fmt: str) -> Iterator[TarMember]:
         fields = _parse_header(block, header_offset, fmt)
         name, typeflag, size, linkname = fields
         if typeflag in _EXTENSIONS:
+            if typeflag in kinds:
+                # Python's tarfile applies the first, Go's archive/tar the last.
+                raise FormatError(
+                    fmt,
+                    f"tar header at {header_offset:#x} is a second type {chr(typeflag)!r} "
+                    "extended header for one member; readers disagree on which applies",
+                    offset=header_offset,
+                )
+            if typeflag != ord("g"):
+                kinds.add(typeflag)
             data = _read_extension(cursor, size, header_offset, fmt)
             _apply_extension(typeflag, data, extended, globals_, header_offset, fmt)
             continue
         merged = {**globals_, **extended}
         extended = {}
+        kinds = set()
         member = TarMember(
             # GNU tar and Python's tarfile extract a GNU sparse file under GNU.sparse.name.
             name=merged.get("GNU.sparse.name", merged.get("path", name)),
@@ -439,13 +453,35 @@ def _apply_extension(
     offset: int,
     fmt: str,
 ) -> None:
+    if typeflag == ord("g"):
+        records = _pax_records(data, offset, fmt)
+        named = sorted(records.keys() & _MEMBER_KEYS)
+        if named:
+            # Go's archive/tar does not apply a global header to the members that follow.
+            raise FormatError(
+                fmt,
+                f"global pax header at {offset:#x} sets {', '.join(named)} for every later "
+                "member; readers disagree on whether it applies",
+                offset=offset,
+            )
+        globals_.update(records)
+        return
     if typeflag == ord("L"):
-        extended["path"] = _text(data)
+        records = {"path": _text(data)}
     elif typeflag == ord("K"):
-        extended["linkpath"] = _text(data)
+        records = {"linkpath": _text(data)}
     else:
         records = _pax_records(data, offset, fmt)
-        (extended if typeflag == ord("x") else globals_).update(records)
+    again = sorted(records.keys() & extended.keys())
+    if again:
+        # A GNU long name and a pax path: GNU tar and Go take the pax one, tarfile the first.
+        raise FormatError(
+            fmt,
+            f"extended header at {offset:#x} sets {', '.join(again)} again for one member; "
+            "readers disagree on which applies",
+            offset=offset,
+        )
+    extended.update(records)
 
 
 def _pax_records(data: bytes, offset: int, fmt: str) -> dict[str, str]:

@@ -140,6 +140,54 @@ def test_pax_realsize_alone_makes_a_sparse_member() -> None:
     assert _codes(_archive((info, data))) == ["unsafe-member"]
 
 
+def _extension(typeflag: bytes, data: bytes) -> bytes:
+    info = tarfile.TarInfo("././@LongLink" if typeflag in b"LK" else "PaxHeader")
+    info.type, info.size = typeflag, len(data)
+    return info.tobuf(tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512)
+
+
+def _pax(**records: str) -> bytes:
+    out = b""
+    for key, value in records.items():
+        text = f" {key}={value}\n".encode()
+        length = len(text) + 1
+        while len(str(length)) + len(text) != length:
+            length += 1
+        out += str(length).encode() + text
+    return out
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"x", _pax(path="disk.vmdk")), (b"x", _pax(path="other"))],
+        [(b"x", _pax(path="disk.vmdk")), (b"x", _pax(mtime="1"))],
+        [(b"L", b"disk.vmdk\0"), (b"x", _pax(path="other"))],
+        [(b"x", _pax(path="other")), (b"L", b"disk.vmdk\0")],
+        [(b"K", b"a\0"), (b"x", _pax(linkpath="b"))],
+        [(b"g", _pax(path="disk.vmdk"))],
+    ],
+    ids=["x-x", "x-x-disjoint", "L-x", "x-L", "K-x", "global-path"],
+)
+def test_member_named_twice_by_extended_headers_is_a_format_error(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    # tarfile applies the first of two headers, GNU tar and Go's archive/tar the pax one or
+    # the last, and Go no global one: each would extract the member under another name.
+    (info, data), end = _file("junk", b"q"), bytes(1024)
+    member = info.tobuf(tarfile.USTAR_FORMAT) + data + bytes(511)
+    archive = b"".join(_extension(kind, body) for kind, body in headers) + member + end
+    with pytest.raises(FormatError, match="readers disagree"):
+        _walk(archive)
+
+
+def test_global_header_without_names_still_applies() -> None:
+    info, data = _file("a")
+    data = _archive((info, data))
+    archive = _extension(b"g", _pax(comment="made by hand")) + data
+    assert [m.name for m in _walk(archive)] == ["a"]
+
+
 def test_links_inside_an_image_store_are_allowed() -> None:
     data = _archive(_file("b.tar"), _link("d/layer.tar", "../b.tar"))
     assert _codes(data, LinkRule.INSIDE) == []
