@@ -388,7 +388,15 @@ def _parse_header(block: bytes, offset: int, fmt: str) -> tuple[str, int, int, s
     typeflag = block[156]
     linkname, magic, prefix = _rest[3], _rest[4], _rest[10]
     full = _text(name)
-    if magic.startswith(b"ustar") and prefix.rstrip(b"\x00"):
+    if prefix.rstrip(b"\x00"):
+        if magic[:6] != b"ustar\x00":
+            # GNU tar reads a name prefix only in a POSIX header, Python's tarfile in any.
+            raise FormatError(
+                fmt,
+                f"tar header at {offset:#x} has a name prefix but no POSIX ustar magic; "
+                "readers disagree on the member's name",
+                offset=offset,
+            )
         full = f"{_text(prefix)}/{full}"
     return full, typeflag, _number(size, offset + 124, fmt), _text(linkname)
 

@@ -90,6 +90,23 @@ def test_size_with_more_than_octal_digits_is_a_format_error(size: bytes) -> None
         _walk(bytes(data))
 
 
+def _with_prefix(magic: bytes) -> bytes:
+    data = bytearray(_archive(_file("disk.vmdk"), fmt=tarfile.USTAR_FORMAT))
+    data[257:265] = magic
+    data[345:346] = b"x"
+    data[148:156] = b" " * 8
+    data[148:156] = b"%06o\0 " % sum(data[:512])
+    return bytes(data)
+
+
+def test_name_prefix_counts_only_in_a_posix_header() -> None:
+    assert [m.name for m in _walk(_with_prefix(b"ustar\x0000"))] == ["x/disk.vmdk"]
+    # GNU tar calls these disk.vmdk, Python's tarfile x/disk.vmdk.
+    for magic in (b"ustar  \x00", bytes(8)):
+        with pytest.raises(FormatError, match="name prefix"):
+            _walk(_with_prefix(magic))
+
+
 def test_bad_checksum_is_a_format_error() -> None:
     data = bytearray(_archive(_file("a")))
     data[0] ^= 0xFF
