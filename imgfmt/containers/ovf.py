@@ -110,6 +110,7 @@ class Descriptor:
             raise FormatError(fmt, f"the descriptor's root is {_local(root.tag)}, not Envelope")
         files = tuple(_files(root))
         disks, findings = _disks(root, fmt)
+        findings = _reference_findings(root, fmt) + findings
         return cls(files, disks, _system_details(root), tuple(findings))
 
 
@@ -291,8 +292,10 @@ def _text(element: Element, name: str) -> str | None:
 
 
 def _files(root: Element) -> Iterator[OvfFile]:
-    for references in _children(root, "References"):
-        for node in _children(references, "File"):
+    # Every child of every References, wherever it is: Glance's OVF parser takes the children
+    # of the last References element it meets, at any depth and whatever their names.
+    for references in _descendants(root, "References"):
+        for node in references:
             size = _attr(node, "size")
             yield OvfFile(
                 id=_attr(node, "id") or "",
@@ -300,6 +303,26 @@ def _files(root: Element) -> Iterator[OvfFile]:
                 size=_decimal(size) if size else None,
                 compression=_attr(node, "compression"),
             )
+
+
+def _reference_findings(root: Element, fmt: str) -> list[Finding]:
+    """DSP0243 7.1: one References, a child of the Envelope, holding File elements only."""
+    findings = []
+    found = list(_descendants(root, "References"))
+    if len(found) > 1 or any(node not in list(root) for node in found):
+        message = (
+            f"{fmt}: {len(found)} References elements, not one child of the Envelope; readers "
+            "disagree on which lists the package's files"
+        )
+        findings.append(unsafe(Code.UNSAFE_MEMBER, message))
+    for node in (child for references in found for child in references):
+        if _local(node.tag) != "File":
+            message = (
+                f"{fmt}: References holds a {_local(node.tag)} element (href "
+                f"{_attr(node, 'href')!r}); readers disagree on whether it names a file"
+            )
+            findings.append(unsafe(Code.UNSAFE_MEMBER, message))
+    return findings
 
 
 def _disks(root: Element, fmt: str) -> tuple[tuple[OvfDisk, ...], list[Finding]]:

@@ -38,6 +38,27 @@ def test_not_an_envelope_is_a_format_error() -> None:
         Descriptor.from_bytes(b"<html/>", "ovf")
 
 
+_EVIL = '<File ovf:id="file2" ovf:href="evil.vmdk"/>'
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("<Name>", f"<References>{_EVIL}</References><Name>"),
+        ("</References>", f"</References><References>{_EVIL}</References>"),
+        ("</References>", _EVIL.replace("File", "Extra") + "</References>"),
+    ],
+    ids=["nested", "second", "not-a-file"],
+)
+def test_references_readers_disagree_on_are_unsafe(old: str, new: str) -> None:
+    # Glance takes the children of the last References at any depth, whatever their names.
+    data = descriptor().replace(old.encode(), new.encode(), 1)
+    parsed = Descriptor.from_bytes(data, "ovf")
+
+    assert [str(f.code) for f in parsed.findings] == ["unsafe-member"]
+    assert [f.href for f in parsed.files] == ["disk.vmdk", "evil.vmdk"]
+
+
 @pytest.mark.parametrize(
     ("href", "bad"),
     [
