@@ -138,6 +138,7 @@ def inspect_files(
     reports: dict[str, ImageReport] = {}
     findings: list[Finding] = []
     ids: set[str] = set()
+    hrefs: dict[str, str] = {}
     for ref in descriptor.files:
         if ref.id in ids:
             message = (
@@ -147,6 +148,15 @@ def inspect_files(
             findings.append(unsafe(Code.UNSAFE_MEMBER, message))
             continue
         ids.add(ref.id)
+        if ref.href in hrefs:
+            # Each repeat would inspect the same disk again: a small descriptor, endless work.
+            message = (
+                f"{fmt}: File {ref.id!r} repeats the href {ref.href!r} of File "
+                f"{hrefs[ref.href]!r}; it was not inspected again"
+            )
+            findings.append(unsafe(Code.UNSAFE_MEMBER, message))
+            continue
+        hrefs[ref.href] = ref.id
         problem = href_problem(ref.href)
         if problem is not None:
             message = f"{fmt}: File {ref.id!r} href {ref.href!r} {problem}; it was not opened"

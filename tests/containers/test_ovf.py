@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imgfmt.containers.ovf import Descriptor, href_problem, unit_multiplier
+from imgfmt.containers.ovf import Descriptor, href_problem, inspect_files, unit_multiplier
 from imgfmt.errors import FormatError, ImgfmtError
+from imgfmt.report import ImageReport
+from imgfmt.source import BytesSource, Source
 from tests.fixtures.recipes.ova import _LAUGHS, _XXE, descriptor
 
 
@@ -57,6 +59,25 @@ def test_references_readers_disagree_on_are_unsafe(old: str, new: str) -> None:
 
     assert [str(f.code) for f in parsed.findings] == ["unsafe-member"]
     assert [f.href for f in parsed.files] == ["disk.vmdk", "evil.vmdk"]
+
+
+def test_a_repeated_href_is_inspected_once() -> None:
+    # 4 MiB of descriptor holds ~90,000 Files: one disk inspected that often takes hours.
+    files = "".join(f'<File ovf:id="f{i}" ovf:href="disk.vmdk"/>' for i in range(1000))
+    data = descriptor().replace(b"</References>", files.encode() + b"</References>")
+    inspected: list[Source] = []
+
+    def inspect_member(source: Source) -> ImageReport:
+        inspected.append(source)
+        return ImageReport(source.name, "raw", 1, 1)
+
+    parsed = Descriptor.from_bytes(data, "ovf")
+    reports, findings = inspect_files(parsed, lambda _: BytesSource(b"x"), inspect_member, "ovf")
+
+    assert len(inspected) == 1
+    assert list(reports) == ["file1"]
+    assert {str(f.code) for f in findings} == {"unsafe-member"}
+    assert len(findings) == 1000
 
 
 @pytest.mark.parametrize(
