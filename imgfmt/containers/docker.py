@@ -89,6 +89,10 @@ class _Archive:
         self.verified: set[str] = set()
         self.layers: dict[str, dict[str, Any]] = {}
         self.tags: list[str] = []
+        # Read once each: indexes that name one index or manifest many times over would
+        # otherwise multiply the work at every level.
+        self.followed: set[str] = set()
+        self.documents: dict[tuple[str, str | None, int | None], Any] = {}
 
     def oci_images(self) -> list[dict[str, Any]]:
         layout = self.document("oci-layout", None)
@@ -127,6 +131,9 @@ class _Archive:
         if isinstance(annotations, dict):
             self.tags.extend(str(annotations[k]) for k in REF_ANNOTATIONS if k in annotations)
         digest = descriptor["digest"]
+        if digest in self.followed:
+            return []
+        self.followed.add(digest)
         document = self.document(_blob_path(digest), digest, descriptor.get("size"))
         if descriptor.get("mediaType") in MEDIA_INDEX or _list(document, "manifests"):
             if depth >= MAX_INDEX_DEPTH:
@@ -161,6 +168,12 @@ class _Archive:
 
     def document(self, path: str, digest: str | None, size: Any = None) -> Any:
         """A JSON member, its digest and declared size verified; ``None`` when unusable."""
+        key = (path, digest, size if isinstance(size, int) else None)
+        if key not in self.documents:
+            self.documents[key] = self.read_document(path, digest, size)
+        return self.documents[key]
+
+    def read_document(self, path: str, digest: str | None, size: Any) -> Any:
         member = self.member(path)
         if member is None:
             return None

@@ -192,3 +192,43 @@ def test_ova_with_a_repeated_file_id_keeps_the_unsafe_disk(tmp_path: Path) -> No
     assert not report.safe
     assert "unsafe-member" in {str(f.code) for f in report.findings}
     assert [m.path.rsplit(":", 1)[1] for m in report.members] == ["evil.vmdk"]
+
+
+def test_oci_indexes_naming_one_manifest_many_times_read_it_once() -> None:
+    # Three levels of 40 entries each: 128,000 walks to the one manifest before, and 40 more
+    # entries per level multiply it again; each index and manifest is now read once.
+    import hashlib
+    import json
+
+    with tarfile.open(BUILD["oci.tar"]) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar]  # type: ignore[union-attr]
+    blobs: dict[str, bytes] = {}
+    index = json.loads(next(data for m, data in members if m.name == "index.json"))
+    entry = index["manifests"][0]
+    for _ in range(3):
+        nested = json.dumps({"schemaVersion": 2, "manifests": [entry] * 40}).encode()
+        digest = hashlib.sha256(nested).hexdigest()
+        blobs[f"blobs/sha256/{digest}"] = nested
+        entry = {
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": f"sha256:{digest}",
+            "size": len(nested),
+        }
+    index["manifests"] = [entry, entry]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
+        for member, data in members:
+            data = json.dumps(index).encode() if member.name == "index.json" else data
+            member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if member.isreg() else None)
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    source = BytesSource(buffer.getvalue(), "fan-out.tar")
+
+    report = imgfmt.inspect(source)
+
+    assert report.safe, report.findings
+    assert len(report.details["images"]) == 1
+    assert source.bytes_read < 4 * len(buffer.getvalue())
