@@ -29,7 +29,7 @@ import lzma
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from ..errors import FormatError, TruncatedError
 from ..report import Code, Finding, unsafe
@@ -100,10 +100,108 @@ def open_decompressed(kind: str, raw: BinaryIO) -> Reader:
     if kind == "bzip2":
         return bz2.BZ2File(raw, "rb")
     if kind == "zstd":
+        return _ZstdReader(raw)
+    raise ValueError(f"unknown compression {kind}")
+
+
+class _ZstdReader:
+    """zstandard's stream reader, which returns what it decoded whether the input ends between
+    frames or inside one, made to raise ``EOFError`` in the second case, as gzip, lzma and
+    bz2 readers do."""
+
+    def __init__(self, raw: BinaryIO) -> None:
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-    raise ValueError(f"unknown compression {kind}")
+        self._frames = _ZstdFrames(raw)
+        # zstandard reads any object with read(); its stubs ask for a file.
+        frames = cast(BinaryIO, self._frames)
+        decompressor = zstandard.ZstdDecompressor()
+        self._stream: Reader = decompressor.stream_reader(frames, read_across_frames=True)
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._stream.read(size)
+        if not data and size != 0 and not self._frames.ended:
+            raise EOFError("the zstd stream ends inside a frame")
+        return data
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+#: States of the zstd frame walk, and the header bytes each one reads.
+_Z_MAGIC, _Z_SKIPPABLE, _Z_DESCRIPTOR, _Z_BLOCK, _Z_FOREIGN = range(5)
+_HEADER_BYTES = (4, 4, 1, 3, 0)
+
+
+class _ZstdFrames:
+    """The compressed bytes as zstandard reads them, walked frame by frame (RFC 8878 3.1.1:
+    magic, frame header descriptor, header fields, block headers with their sizes, checksum;
+    3.1.2: skippable frames) without decoding, to know whether the input ended between frames.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._state = _Z_MAGIC
+        self._held = bytearray()  # a header read in part
+        self._skip = 0  # bytes to pass before the next header
+        self._checksum = 0  # checksum bytes after the current frame's last block
+
+    @property
+    def ended(self) -> bool:
+        """True when the bytes read so far end between two frames (or are no zstd frame)."""
+        at_magic = self._state == _Z_MAGIC and not self._held and not self._skip
+        return at_magic or self._state == _Z_FOREIGN
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._raw.read(size)
+        position, end = 0, len(data)
+        while position < end and self._state != _Z_FOREIGN:
+            if self._skip:
+                step = min(self._skip, end - position)
+                self._skip -= step
+                position += step
+            elif self._state == _Z_BLOCK and not self._held and position + 3 <= end:
+                # The common case, kept short: a whole block header in this read.
+                header = data[position] | data[position + 1] << 8 | data[position + 2] << 16
+                position += 3
+                self._block(header)
+            else:
+                need = _HEADER_BYTES[self._state]
+                take = min(need - len(self._held), end - position)
+                self._held += data[position : position + take]
+                position += take
+                if len(self._held) == need:
+                    value = int.from_bytes(self._held, "little")
+                    self._held.clear()
+                    self._header(value)
+        return data
+
+    def _block(self, header: int) -> None:
+        self._skip = 1 if header >> 1 & 3 == 1 else header >> 3  # an RLE block holds one byte
+        if header & 1:
+            self._skip += self._checksum
+            self._state = _Z_MAGIC
+
+    def _header(self, value: int) -> None:
+        if self._state == _Z_BLOCK:
+            self._block(value)
+        elif self._state == _Z_SKIPPABLE:
+            self._skip, self._state = value, _Z_MAGIC
+        elif self._state == _Z_DESCRIPTOR:
+            single = value >> 5 & 1
+            self._skip = (1 - single) + (0, 1, 2, 4)[value & 3] + (single, 2, 4, 8)[value >> 6]
+            self._checksum = 4 * (value >> 2 & 1)
+            self._state = _Z_BLOCK
+        elif value & 0xFFFFFFF0 == 0x184D2A50:
+            self._state = _Z_SKIPPABLE
+        elif value == 0xFD2FB528:
+            self._state = _Z_DESCRIPTOR
+        else:
+            # Not a zstd frame: the decoder reports that itself.
+            self._state = _Z_FOREIGN
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 class DecompressionLimit(FormatError):
