@@ -70,6 +70,9 @@ class DockerContainer(Container):
         if "oci-layout" in archive.files:
             form = "docker-save-oci" if "manifest.json" in archive.files else "oci-layout"
             images = archive.oci_images()
+            if form == "docker-save-oci":
+                # docker load reads index.json or manifest.json, as its image store has it.
+                archive.check_same(images, archive.legacy_images())
         else:
             form = "docker-save"
             images = archive.legacy_images()
@@ -144,12 +147,11 @@ class _Archive:
 
     def image(self, digest: str, manifest: Any) -> dict[str, Any]:
         config_descriptor = manifest.get("config") if isinstance(manifest, dict) else None
-        config = None
+        config = config_path = None
         if isinstance(config_descriptor, dict) and isinstance(config_descriptor.get("digest"), str):
             config_digest = config_descriptor["digest"]
-            config = self.document(
-                _blob_path(config_digest), config_digest, config_descriptor.get("size")
-            )
+            config_path = _blob_path(config_digest)
+            config = self.document(config_path, config_digest, config_descriptor.get("size"))
         else:
             self.note(unsafe, Code.INVALID_HEADER, f"manifest {digest} has no config")
         diff_ids = _diff_ids(config)
@@ -161,7 +163,20 @@ class _Archive:
             diff_id = diff_ids[number] if number < len(diff_ids) else None
             path = _blob_path(layer["digest"])
             layers.append(self.layer(path, layer["digest"], layer, diff_id))
-        return {"manifest": digest, **_config_facts(config), "layers": layers}
+        facts = _config_facts(config)
+        return {"manifest": digest, **facts, "config": config_path, "layers": layers}
+
+    def check_same(self, oci: list[dict[str, Any]], legacy: list[dict[str, Any]]) -> None:
+        """Each image of manifest.json must be one of index.json's: same config, same layers."""
+        described = {_image_key(image) for image in oci}
+        for image in legacy:
+            if _image_key(image) not in described:
+                message = (
+                    f"manifest.json names config {image['config']} with layers "
+                    f"{', '.join(layer['path'] for layer in image['layers']) or 'none'}, an "
+                    "image index.json does not describe; docker load reads one or the other"
+                )
+                self.note(unsafe, Code.INVALID_HEADER, message)
 
     def document_if(self, path: str) -> Any:
         return self.document(path, None) if path in self.files else None
@@ -318,6 +333,11 @@ def _summary(form: str, images: list[dict[str, Any]], archive: _Archive) -> dict
         "images": images,
         "total_uncompressed_size": total,
     }
+
+
+def _image_key(image: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    layers = tuple(_key(layer["path"]) for layer in image["layers"])
+    return _key(image.get("config") or ""), layers
 
 
 def _key(name: str) -> str:

@@ -232,3 +232,40 @@ def test_oci_indexes_naming_one_manifest_many_times_read_it_once() -> None:
     assert report.safe, report.findings
     assert len(report.details["images"]) == 1
     assert source.bytes_read < 4 * len(buffer.getvalue())
+
+
+def test_docker_save_oci_manifest_json_describing_another_image_is_walked_and_unsafe() -> None:
+    # docker load reads manifest.json (classic image store) or index.json (containerd store):
+    # a layer only manifest.json names must be walked too, and the disagreement is unsafe.
+    import hashlib
+    import json
+
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("../../etc/cron.d/x")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    evil = f"blobs/sha256/{hashlib.sha256(layer.getvalue()).hexdigest()}"
+    buffer = io.BytesIO()
+    with (
+        tarfile.open(BUILD["docker-oci.tar"]) as original,
+        tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out,
+    ):
+        for member in original:
+            data = original.extractfile(member).read() if member.isreg() else b""  # type: ignore[union-attr]
+            if member.name == "manifest.json":
+                manifest = json.loads(data)
+                manifest[0]["Layers"] = [evil]
+                data = json.dumps(manifest).encode()
+            member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if member.isreg() else None)
+        info = tarfile.TarInfo(evil)
+        info.size = len(layer.getvalue())
+        out.addfile(info, io.BytesIO(layer.getvalue()))
+
+    report = imgfmt.inspect(BytesSource(buffer.getvalue(), "split.tar"))
+
+    assert not report.safe
+    # the layer is walked (its ../ member), and its DiffID is not the config's
+    codes = {str(f.code) for f in report.findings}
+    assert codes == {"invalid-header", "unsafe-member", "digest-mismatch"}
