@@ -37,6 +37,9 @@ PROBE_MEMBERS = 1024
 MAX_JSON = 4 * 1024 * 1024
 #: Uncompressed bytes walked per layer before it is declared a bomb.
 MAX_LAYER_UNCOMPRESSED = 16 * 1024 * 1024 * 1024
+#: Uncompressed bytes walked over all layers: each layer's cap alone lets an archive of many
+#: small bombs (a 16 GiB layer of zeros is 600 KiB of zstd) keep imgfmt busy for hours.
+MAX_TOTAL_UNCOMPRESSED = 4 * MAX_LAYER_UNCOMPRESSED
 #: Nesting of image indexes followed from index.json.
 MAX_INDEX_DEPTH = 4
 MEDIA_INDEX = frozenset(
@@ -92,6 +95,7 @@ class _Archive:
         self.verified: set[str] = set()
         self.layers: dict[str, dict[str, Any]] = {}
         self.tags: list[str] = []
+        self.uncompressed = 0
         # Read once each: indexes that name one index or manifest many times over would
         # otherwise multiply the work at every level.
         self.followed: set[str] = set()
@@ -230,7 +234,9 @@ class _Archive:
             SourceStream(self.source, member.offset, member.size, blob_hash.update), tarsafe.CHUNK
         )
         kind = compression(raw.peek(16)[:16])
-        tap = _Tap(open_decompressed(kind, raw) if kind else raw, f"{FORMAT} layer {path}")
+        stream = open_decompressed(kind, raw) if kind else raw
+        cap = min(MAX_LAYER_UNCOMPRESSED, MAX_TOTAL_UNCOMPRESSED - self.uncompressed)
+        tap = _Tap(stream, f"{FORMAT} layer {path}", cap)
         members: list[TarMember] = []
         try:
             members = list(tarsafe.walk(StreamCursor(tap), tap.fmt))
@@ -238,6 +244,7 @@ class _Archive:
         except FormatError as exc:
             code = Code.DECOMPRESSION_LIMIT if tap.over else Code.INVALID_HEADER
             self.note(unsafe, code, f"layer {path}: {exc.detail}")
+        self.uncompressed += tap.size
         while raw.read(tarsafe.CHUNK):
             pass
         rule = tarsafe.LinkRule.ROOTFS
@@ -293,21 +300,24 @@ class _Archive:
 class _Tap:
     """The decompressed layer as read by the tar walk: hashed, counted and capped."""
 
-    def __init__(self, stream: Reader, fmt: str) -> None:
+    def __init__(self, stream: Reader, fmt: str, cap: int = MAX_LAYER_UNCOMPRESSED) -> None:
         self.stream = stream
         self.fmt = fmt
+        self.cap = cap
         self.hash = hashlib.sha256()
         self.size = 0
         self.over = False
 
     def read(self, length: int = tarsafe.CHUNK, /) -> bytes:
-        if self.size + length > MAX_LAYER_UNCOMPRESSED:
+        # One byte past the cap tells a layer that ends there from one that goes on.
+        data = read_chunk(self.stream, min(length, self.cap + 1 - self.size), self.fmt, self.size)
+        if self.size + len(data) > self.cap:
             self.over = True
             raise FormatError(
                 self.fmt,
-                f"decompresses past {MAX_LAYER_UNCOMPRESSED} bytes; a bomb or too large",
+                f"decompresses past {self.cap} bytes ({MAX_LAYER_UNCOMPRESSED} a layer, "
+                f"{MAX_TOTAL_UNCOMPRESSED} for all layers); a bomb or too large",
             )
-        data = read_chunk(self.stream, length, self.fmt, self.size)
         self.hash.update(data)
         self.size += len(data)
         return data

@@ -269,3 +269,47 @@ def test_docker_save_oci_manifest_json_describing_another_image_is_walked_and_un
     # the layer is walked (its ../ member), and its DiffID is not the config's
     codes = {str(f.code) for f in report.findings}
     assert codes == {"invalid-header", "unsafe-member", "digest-mismatch"}
+
+
+def test_layers_share_one_decompression_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each layer may decompress to 16 GiB: 100 small bombs made hours of work before.
+    import hashlib
+    import json
+
+    from imgfmt.containers import docker
+
+    def blob(data: bytes) -> tuple[str, bytes]:
+        return f"sha256:{hashlib.sha256(data).hexdigest()}", data
+
+    layers = [blob(gzip.compress(bytes(64 * 1024) + bytes([n]), mtime=0)) for n in range(3)]
+    config = blob(json.dumps({"architecture": "amd64", "os": "linux"}).encode())
+    manifest = blob(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "config": {"digest": config[0], "size": len(config[1])},
+                "layers": [
+                    {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d}
+                    for d, _ in layers
+                ],
+            }
+        ).encode()
+    )
+    index = {"schemaVersion": 2, "manifests": [{"digest": manifest[0]}]}
+    files = {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}', "index.json": json.dumps(index)}
+    for digest, data in (*layers, config, manifest):
+        files[f"blobs/sha256/{digest[7:]}"] = data
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
+        for name, data in files.items():
+            raw = data.encode() if isinstance(data, str) else data
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            out.addfile(info, io.BytesIO(raw))
+    source = BytesSource(buffer.getvalue(), "three-layers.tar")
+
+    assert imgfmt.inspect(source).safe
+    monkeypatch.setattr(docker, "MAX_TOTAL_UNCOMPRESSED", 2 * (64 * 1024 + 4096))
+    report = imgfmt.inspect(source)
+    assert [str(f.code) for f in report.findings] == ["decompression-limit"]
+    assert "for all layers" in report.findings[0].message
