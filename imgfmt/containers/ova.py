@@ -14,6 +14,7 @@ order.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass, replace
 
@@ -122,6 +123,13 @@ def _descriptor_member(members: list[TarMember], findings: list[Finding]) -> Tar
         names = ", ".join(repr(m.name) for m in descriptors)
         message = f"{FORMAT}: {len(descriptors)} descriptors ({names}); readers may pick any"
         findings.append(unsafe(Code.UNSAFE_MEMBER, message, descriptors[1].header_offset))
+    if posixpath.dirname(posixpath.normpath(descriptors[0].name)):
+        # DSP0243 resolves hrefs against the descriptor's location, Glance by member name.
+        message = (
+            f"{FORMAT}: the descriptor {descriptors[0].name!r} is not at the top of the archive; "
+            "readers disagree on whether its hrefs name members beside it or at the top"
+        )
+        findings.append(unsafe(Code.UNSAFE_MEMBER, message, descriptors[0].header_offset))
     if descriptors[0] is not members[0]:
         message = f"{FORMAT}: the descriptor is not the first member (DSP0243 5.3)"
         findings.append(warning(Code.INVALID_HEADER, message, descriptors[0].header_offset))

@@ -313,3 +313,29 @@ def test_layers_share_one_decompression_cap(monkeypatch: pytest.MonkeyPatch) -> 
     report = imgfmt.inspect(source)
     assert [str(f.code) for f in report.findings] == ["decompression-limit"]
     assert "for all layers" in report.findings[0].message
+
+
+def test_ova_descriptor_below_the_top_is_unsafe(tmp_path: Path) -> None:
+    # DSP0243 resolves href "disk.vmdk" of sub/appliance.ovf to sub/disk.vmdk; imgfmt and
+    # Glance look up disk.vmdk, so each would take another disk.
+    with tarfile.open(BUILD["good.ova"]) as tar:
+        ovf = tar.extractfile("appliance.ovf").read()  # type: ignore[union-attr]
+        disk = tar.extractfile("disk.vmdk").read()  # type: ignore[union-attr]
+    evil = b'version=1\ncreateType="monolithicFlat"\nRW 8 FLAT "/etc/passwd" 0\n'
+    path = tmp_path / "below.ova"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as out:
+        for name, data in (
+            ("sub/appliance.ovf", ovf),
+            ("disk.vmdk", disk),
+            ("sub/disk.vmdk", evil),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+
+    report = imgfmt.inspect(path)
+
+    assert not report.safe
+    assert [str(f.code) for f in report.findings if str(f.severity) == "unsafe"] == [
+        "unsafe-member"
+    ]
