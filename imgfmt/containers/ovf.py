@@ -46,6 +46,20 @@ _ENVELOPE_NS = b"schemas.dmtf.org/ovf/envelope/"
 #: DSP0004 Annex C.1 programmatic units for bytes, and the names older VMware tools write.
 _UNIT = re.compile(r"^byte(?:\s*\*\s*(\d+)\s*\^\s*(\d+))?$")
 _LEGACY_UNITS = {"bytes": 1, "kilobytes": 1 << 10, "megabytes": 1 << 20, "gigabytes": 1 << 30}
+#: Attributes imgfmt reads, by local name whatever their namespace.
+_READ_ATTRIBUTES = frozenset(
+    {
+        "id",
+        "href",
+        "size",
+        "compression",
+        "diskId",
+        "fileRef",
+        "capacity",
+        "capacityAllocationUnits",
+        "format",
+    }
+)
 _RESOURCE_CPU = "3"
 _RESOURCE_MEMORY = "4"
 
@@ -110,7 +124,7 @@ class Descriptor:
             raise FormatError(fmt, f"the descriptor's root is {_local(root.tag)}, not Envelope")
         files = tuple(_files(root))
         disks, findings = _disks(root, fmt)
-        findings = _reference_findings(root, fmt) + findings
+        findings = _reference_findings(root, fmt) + _attribute_findings(root, fmt) + findings
         return cls(files, disks, _system_details(root), tuple(findings))
 
 
@@ -332,6 +346,23 @@ def _reference_findings(root: Element, fmt: str) -> list[Finding]:
                 f"{_attr(node, 'href')!r}); readers disagree on whether it names a file"
             )
             findings.append(unsafe(Code.UNSAFE_MEMBER, message))
+    return findings
+
+
+def _attribute_findings(root: Element, fmt: str) -> list[Finding]:
+    """An attribute imgfmt reads given twice with two values (``href`` and ``ovf:href``):
+    imgfmt and Glance take the first, namespace-aware readers the ``ovf:`` one."""
+    findings = []
+    for node in root.iter():
+        values: dict[str, str] = {}
+        for key, value in node.attrib.items():
+            name = _local(key)
+            if name in _READ_ATTRIBUTES and values.setdefault(name, value) != value:
+                message = (
+                    f"{fmt}: a {_local(node.tag)} element gives {name} twice, "
+                    f"{values[name]!r} and {value!r}; readers disagree on which counts"
+                )
+                findings.append(unsafe(Code.INVALID_HEADER, message))
     return findings
 
 

@@ -80,6 +80,20 @@ def test_a_repeated_href_is_inspected_once() -> None:
     assert len(findings) == 1000
 
 
+@pytest.mark.parametrize("order", ["plain-first", "ovf-first"])
+def test_an_attribute_given_twice_is_a_finding(order: str) -> None:
+    # imgfmt and Glance take the first href, virt-v2v and other XPath readers ovf:href.
+    both = ['href="evil.vmdk"', 'ovf:href="disk.vmdk"']
+    if order == "ovf-first":
+        both.reverse()
+    data = descriptor().replace(b'ovf:href="disk.vmdk"', " ".join(both).encode())
+
+    parsed = Descriptor.from_bytes(data, "ovf")
+
+    assert [str(f.code) for f in parsed.findings] == ["invalid-header"]
+    assert "evil.vmdk" in parsed.findings[0].message
+
+
 @pytest.mark.parametrize(
     ("href", "bad"),
     [
