@@ -503,6 +503,11 @@ def _pax_records(data: bytes, offset: int, fmt: str) -> dict[str, str]:
         key, equals, value = record[len(length_text) + 1 :].partition(b"=")
         if not equals or not record.endswith(b"\n"):
             raise FormatError(fmt, f"pax record at {offset:#x} is malformed", offset=offset)
+        if b"\x00" in key:
+            # GNU tar and tarfile ignore a keyword 'path\0x'; split at the NUL it was 'path'.
+            raise FormatError(
+                fmt, f"pax keyword {key!r} at {offset:#x} holds a NUL byte", offset=offset
+            )
         records[_text(key)] = value[:-1].decode("utf-8", "surrogateescape")
         position += int(length_text)
     size = records.get("size", "0")

@@ -198,6 +198,16 @@ def test_member_named_twice_by_extended_headers_is_a_format_error(
         _walk(archive)
 
 
+def test_pax_keyword_with_a_nul_is_a_format_error() -> None:
+    # GNU tar and tarfile ignore 'path\0x=junk' and extract the member as disk.vmdk.
+    record = b"20 path\0x=junk.vmdk\n"
+    assert len(record) == 20
+    info, data = _file("disk.vmdk")
+    member = info.tobuf(tarfile.USTAR_FORMAT) + data + bytes(511)
+    with pytest.raises(FormatError, match="NUL"):
+        _walk(_extension(b"x", record) + member + bytes(1024))
+
+
 def test_global_header_without_names_still_applies() -> None:
     info, data = _file("a")
     data = _archive((info, data))
