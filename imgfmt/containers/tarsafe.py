@@ -398,6 +398,9 @@ def _parse_header(block: bytes, offset: int, fmt: str) -> tuple[str, int, int, s
                 offset=offset,
             )
         full = f"{_text(prefix)}/{full}"
+    if typeflag == 0 and _text(name).endswith("/"):
+        # An old (v7) directory: tarfile reads no data after it, nor should tarsafe.
+        typeflag = DIRECTORY
     return full, typeflag, _number(size, offset + 124, fmt), _text(linkname)
 
 

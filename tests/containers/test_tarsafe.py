@@ -107,6 +107,27 @@ def test_name_prefix_counts_only_in_a_posix_header() -> None:
             _walk(_with_prefix(magic))
 
 
+def _block(name: str, size: int, typeflag: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    block = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+    block[156] = typeflag
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def test_old_directory_with_data_hides_nothing() -> None:
+    # Type NUL and a trailing slash is a v7 directory: tarfile reads the next header where
+    # its "data" starts, so the member inside is one tarfile extracts.
+    inner = _block("disk.vmdk", 4, ord("0")) + b"evil".ljust(512, b"\0")
+    first = _block("disk.vmdk", 1, ord("0")) + b"x".ljust(512, b"\0")
+    data = first + _block("x/", len(inner), 0) + inner + bytes(1024)
+
+    assert [m.name for m in _walk(data)] == ["disk.vmdk", "x/", "disk.vmdk"]
+    assert set(_codes(data)) == {"unsafe-member"}
+
+
 def test_bad_checksum_is_a_format_error() -> None:
     data = bytearray(_archive(_file("a")))
     data[0] ^= 0xFF
