@@ -278,7 +278,28 @@ def _locate(request: Request, policy: Policy) -> _Disk:
     if disk.report.container_format == "compressed":
         _refuse_unsafe_head(disk.report)
         return disk
-    return _checked(disk, request.source_format, policy)
+    return _checked(_in_sectors(disk, policy), request.source_format, policy)
+
+
+def _in_sectors(disk: _Disk, policy: Policy) -> _Disk:
+    """The disk as qemu-img will read it: a byte range in whole 512-byte sectors.
+
+    qemu's raw driver takes no other range, so a tar member whose size is not a whole number of
+    sectors is read with the padding after it; that padding is the archive's to choose, so the
+    range qemu reads is inspected again and must give the same format.
+    """
+    if disk.length is None or disk.length % qemu.SECTOR == 0:
+        return disk
+    length = disk.length + qemu.SECTOR - disk.length % qemu.SECTOR
+    report = _inspect(disk.path, disk.offset, length, policy, disk.report.path)
+    if report.disk_format != disk.report.disk_format:
+        raise ConversionRefused(
+            f"{disk.report.path}: read in whole sectors, as qemu-img reads it (with the "
+            f"{length - disk.length} bytes after it), it is {report.disk_format}, "
+            f"not {disk.report.disk_format}",
+            report,
+        )
+    return replace(disk, report=report, length=length)
 
 
 def _inspect(

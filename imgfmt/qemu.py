@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import Config, ConfigError
-from .errors import ImgfmtError, SourceError, UsageError
+from .errors import ImgfmtError, UsageError
 from .policy import parse_size
 
 log = logging.getLogger(__name__)
@@ -140,20 +140,17 @@ class ImageRef:
     ) -> ImageRef:
         """A reference with an absolute path and a format qemu-img can read.
 
-        qemu's raw driver takes a byte range only in whole 512-byte sectors, so a ``length``
-        that is not one is extended into the bytes that follow (a tar member's padding).
+        qemu's raw driver takes a byte range only in whole 512-byte sectors: a ``length`` that
+        is not one is a usage error (``imgfmt.convert`` inspects the range in sectors first).
         """
         if disk_format not in DRIVERS:
             known = ", ".join(sorted(DRIVERS))
             raise UsageError(f"qemu-img cannot read disk format {disk_format} (it reads {known})")
         path = os.path.abspath(path)
         if length is not None and length % SECTOR:
-            length += SECTOR - length % SECTOR
-            if offset + length > _size(path):
-                raise UsageError(
-                    f"{path}: qemu-img reads byte ranges in 512-byte sectors and the range "
-                    f"at {offset} cannot be extended to {length} bytes inside the file"
-                )
+            raise UsageError(
+                f"{path}: qemu-img reads byte ranges in whole 512-byte sectors, not {length} bytes"
+            )
         return cls(path, disk_format, offset, length)
 
     def image_opts(self) -> str:
@@ -167,13 +164,6 @@ class ImageRef:
             f"driver={driver},file.driver=raw,file.offset={self.offset}{size},"
             f"file.file.driver={protocol},file.file.filename={filename}"
         )
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
 def _protocol(path: str) -> str:

@@ -186,6 +186,36 @@ def test_a_vmdk_inside_a_tar_is_converted_in_place(
     assert "bytes of" in result.notes[0]
 
 
+def _range_then_footer(tmp_path: Path, tail: int) -> tuple[Path, int]:
+    """1 MiB of data and ``tail`` bytes, then the rest of a fixed VHD's footer: the range of
+    1 MiB + ``tail`` bytes is raw, the same range read in whole sectors is a VHD."""
+    vhd = tmp_path / "fixed.vhd"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed,force_size=on",
+                    str(vhd), "1M"], check=True)  # fmt: skip
+    footer = vhd.read_bytes()[-512:]
+    bundle = tmp_path / "bundle.bin"
+    bundle.write_bytes(b"\x5a" * (1 << 20) + footer)
+    return bundle, (1 << 20) + tail
+
+
+def test_a_range_is_inspected_as_qemu_reads_it_in_sectors(tmp_path: Path) -> None:
+    bundle, length = _range_then_footer(tmp_path, 100)
+    request = conv.Request(str(bundle), str(tmp_path / "o.raw"), "raw", source_length=length)
+    with pytest.raises(conv.ConversionRefused, match="whole sectors"):
+        conv.convert(request)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.bin", "fixed.vhd"]
+
+
+def test_an_odd_range_converts_with_the_padding_qemu_reads(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.bin"
+    bundle.write_bytes(b"\x5a" * ((1 << 20) + 100) + bytes(412))
+    request = conv.Request(str(bundle), str(tmp_path / "o.raw"), "raw",
+                           source_length=(1 << 20) + 100)  # fmt: skip
+    result = conv.convert(request)
+    assert result.output.virtual_size == (1 << 20) + 512
+    assert (tmp_path / "o.raw").read_bytes() == bundle.read_bytes()
+
+
 def test_a_range_outside_the_file_is_a_usage_error(tmp_path: Path, tmp_raw: Path) -> None:
     request = conv.Request(str(tmp_raw), str(tmp_path / "o"), "raw", source_offset=512,
                            source_length=tmp_raw.stat().st_size)  # fmt: skip

@@ -37,8 +37,14 @@ def test_byte_range_of_a_file(tmp_path: Path) -> None:
     disk = _qcow2(tmp_path / "d.qcow2").read_bytes()
     bundle = tmp_path / "bundle"
     bundle.write_bytes(b"\xaa" * 4096 + disk + b"\xbb" * 1000)
-    found = qemu.info(qemu.ImageRef.of(bundle, "qcow2", 4096, len(disk)))
+    sectors = -(-len(disk) // 512) * 512
+    found = qemu.info(qemu.ImageRef.of(bundle, "qcow2", 4096, sectors))
     assert found["virtual-size"] == 2 * MIB
+
+
+def test_a_byte_range_is_whole_sectors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="whole 512-byte sectors"):
+        qemu.ImageRef.of(tmp_path / "bundle", "raw", 0, 1000)
 
 
 def test_unknown_format_is_a_usage_error() -> None:
