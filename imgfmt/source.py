@@ -77,7 +77,7 @@ class FileSource(Source):
         except OSError as exc:
             raise SourceError(f"{self.name}: cannot open: {exc.strerror}") from exc
         try:
-            st = os.fstat(self._fd)
+            st = self.opened = os.fstat(self._fd)
             if stat.S_ISDIR(st.st_mode):
                 raise SourceError(f"{self.name}: is a directory, not an image")
             if stat.S_ISREG(st.st_mode):
@@ -93,6 +93,25 @@ class FileSource(Source):
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def seekable_file(self) -> bool:
+        """True for a regular file or a block device: bytes that stay put and a true size."""
+        return stat.S_ISREG(self.opened.st_mode) or stat.S_ISBLK(self.opened.st_mode)
+
+    def changed(self) -> bool:
+        """True when the open file's size, mtime or ctime differ from when it was opened.
+
+        Any write, truncation, ``utime`` or rename of the file moves its ctime, which no
+        unprivileged process can set back; a change within one tick of the filesystem's clock
+        after the open can go unseen.
+        """
+        now = os.fstat(self._fd)
+        return (now.st_size, now.st_mtime_ns, now.st_ctime_ns) != (
+            self.opened.st_size,
+            self.opened.st_mtime_ns,
+            self.opened.st_ctime_ns,
+        )
 
     def _read(self, offset: int, length: int) -> bytes:
         try:

@@ -26,7 +26,13 @@ from ..errors import SourceError, UsageError
 from ..policy import Policy
 from ..report import Code, ImageReport, Severity
 from ..signals import Interrupted, sigterm_raises
-from ..source import STREAM_HEAD_WINDOW, STREAM_TAIL_WINDOW, BytesSource, StreamSource
+from ..source import (
+    STREAM_HEAD_WINDOW,
+    STREAM_TAIL_WINDOW,
+    BytesSource,
+    FileSource,
+    StreamSource,
+)
 from .base import Backend, Stored
 from .catalog import Catalog, ImageRecord
 from .config import StoreConfig
@@ -80,15 +86,23 @@ def create_image(
             raise UsageError("--convert-to needs a file: standard input cannot be converted")
         stream = stdin if stdin is not None else sys.stdin.buffer
         return _from_stream(request, config, catalog, policy, backend, stream, progress)
-    report = inspect(request.file, policy=policy, expect_format=request.disk_format)
-    _refuse_unsafe(report, request.file)
-    target = request.convert_to or config.config.get("image_conversion", "output_format")
-    if target and report.disk_format != target:
-        return _converted(request, target, config, catalog, policy, progress)
-    _warn_unclonable(backend, report, request.file)
-    size = report.actual_size
-    with open(request.file, "rb") as f:
-        return _upload(request, config, catalog, backend, report, _chunks(f, progress), size)
+    # One open file for inspection and upload: what is stored is exactly what was inspected,
+    # whatever happens to the path meanwhile.
+    source = FileSource(request.file)
+    with source:
+        if not source.seekable_file:
+            raise SourceError(
+                f"{request.file}: not a regular file or block device; use --file - for a stream"
+            )
+        report = inspect(source, policy=policy, expect_format=request.disk_format)
+        _refuse_unsafe(report, request.file)
+        target = request.convert_to or config.config.get("image_conversion", "output_format")
+        if not (target and report.disk_format != target):
+            _warn_unclonable(backend, report, request.file)
+            chunks = _inspected(source, progress)
+            return _upload(request, config, catalog, backend, report, chunks, source.size)
+    assert target is not None
+    return _converted(request, target, config, catalog, policy, progress)
 
 
 def _converted(
@@ -249,6 +263,24 @@ def _chunks(f: BinaryIO, progress: Progress | None) -> Iterator[bytes]:
         done += len(chunk)
         if progress:
             progress(done)
+
+
+def _inspected(source: FileSource, progress: Progress | None) -> Iterator[bytes]:
+    """The inspected bytes, read through the inspected open file; a change since fails."""
+    done = 0
+    while done < source.size:
+        chunk = source.read(done, PIPE_CHUNK)
+        if not chunk:
+            break
+        yield chunk
+        done += len(chunk)
+        if progress:
+            progress(done)
+    if done != source.size or source.changed():
+        raise SourceError(
+            f"{source.name}: the file changed after it was inspected "
+            f"({done} of {source.size} bytes read); it was not stored"
+        )
 
 
 def _hashed(chunks: Iterator[bytes], hasher: ParallelHasher) -> Iterator[bytes]:

@@ -276,3 +276,65 @@ def test_processes_creating_one_catalog_together(tmp_path: Path) -> None:
         for attempt in range(12):
             path = str(tmp_path / f"catalog{attempt}.db")
             assert pool.map(_open_catalog, [path] * 8) == ["ok"] * 8
+
+
+def test_file_swapped_after_inspection_uploads_the_inspected_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replacing the path between inspection and upload must not store uninspected bytes."""
+    import imgfmt.store.upload as upload
+    from imgfmt.errors import SourceError
+    from tests.store.conftest import digests, make_backed_qcow2
+
+    config, catalog = _store(tmp_path, [f"{tmp_path / 'images'}:1"])
+    image = _random_raw(tmp_path / "safe.raw", 1)
+    expected = digests(image)
+    hostile = make_backed_qcow2(tmp_path / "hostile.qcow2")
+    real_inspect = upload.inspect
+
+    def inspect_then_swap(*args: object, **kwargs: object) -> object:
+        report = real_inspect(*args, **kwargs)  # type: ignore[arg-type]
+        os.replace(hostile, image)
+        return report
+
+    monkeypatch.setattr(upload, "inspect", inspect_then_swap)
+    try:
+        record = _upload(config, catalog, image)
+    except SourceError as exc:  # the replaced file's ctime moved as it lost its name
+        assert "changed after it was inspected" in str(exc)
+        assert os.listdir(tmp_path / "images") == []
+    else:
+        assert (record.checksum, record.os_hash_value) == expected
+
+
+def test_file_changed_in_place_after_inspection_is_not_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import imgfmt.store.upload as upload
+    from imgfmt.errors import SourceError
+
+    config, catalog = _store(tmp_path, [f"{tmp_path / 'images'}:1"])
+    image = _random_raw(tmp_path / "safe.raw", 1)
+    real_inspect = upload.inspect
+
+    def inspect_then_append(*args: object, **kwargs: object) -> object:
+        report = real_inspect(*args, **kwargs)  # type: ignore[arg-type]
+        with open(image, "ab") as f:
+            f.write(b"QFI\xfb" + bytes(508))
+        return report
+
+    monkeypatch.setattr(upload, "inspect", inspect_then_append)
+    with pytest.raises(SourceError, match="changed after it was inspected"):
+        _upload(config, catalog, image)
+    assert os.listdir(tmp_path / "images") == []
+    [record] = catalog.all()
+    assert record.status == "killed"
+
+
+def test_character_device_is_refused_not_read_forever(tmp_path: Path) -> None:
+    from imgfmt.errors import SourceError
+
+    config, catalog = _store(tmp_path, [f"{tmp_path / 'images'}:1"])
+    with pytest.raises(SourceError, match="not a regular file or block device"):
+        _upload(config, catalog, Path("/dev/zero"))
+    assert catalog.all() == []
