@@ -12,6 +12,12 @@ descriptor). The output is inspected again and, with ``verify``, compared by qem
 it is renamed into place. On any failure, Ctrl-C or SIGTERM the scratch directory is removed
 and an existing destination is untouched.
 
+qemu-img opens the source by its path, after imgfmt inspected it: the source's device, inode,
+size, mtime and ctime are taken before the inspection and compared once qemu-img is done, so a
+file replaced or written meanwhile fails the conversion. Any write, rename or ``utime`` moves the
+ctime, which no unprivileged process can set back; a change within one tick of the file
+system's timestamp clock after the first look can go unseen.
+
 A source can be a byte range of a file. An OVA is converted in place: the whole package must be
 safe (members, manifest digests, descriptor), and qemu-img reads its disk's tar member as a byte
 range (``ImageReport.location``); an OVA with several disks needs ``member``, the disk's file
@@ -177,6 +183,7 @@ def convert(
     limits = limits or qemu.Limits()
     args = _convert_args(request)
     start = time.monotonic()
+    inspected = _identity(request.source)
     disk = _locate(request, policy)
     destination = _check_destination(request)
 
@@ -186,6 +193,7 @@ def convert(
         image = disk.image()
         argv = qemu.convert_argv(image, scratch, args, progress=on_progress is not None)
         qemu.run(argv, limits, on_progress)
+        _check_unchanged(request.source, inspected)
         output, notes = _check_output(request, args, disk.report, scratch, policy)
         if request.verify:
             _verify(image, scratch, args.target_format, limits)
@@ -199,6 +207,24 @@ def convert(
         verified=request.verify,
         notes=(*disk.notes, *notes),
     )
+
+
+def _identity(path: str) -> tuple[int, ...] | None:
+    """The file's device, inode, size, mtime and ctime (``None`` when it cannot be seen)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _check_unchanged(path: str, inspected: tuple[int, ...] | None) -> None:
+    """qemu-img opened the source by its path: it must still be the file that was inspected."""
+    if inspected is None or _identity(path) != inspected:
+        raise SourceError(
+            f"{path}: the file was replaced or changed while it was inspected and converted; "
+            "nothing was written"
+        )
 
 
 @dataclass(frozen=True)

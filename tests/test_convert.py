@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from imgfmt import convert as conv
 from imgfmt import qemu
 from imgfmt.cli.main import cli
-from imgfmt.errors import UsageError
+from imgfmt.errors import SourceError, UsageError
 from imgfmt.policy import DEFAULT_DISK_FORMATS, Policy
 from tests.conftest import fixture_entries
 from tests.fixtures.recipes import ova as ova_recipe
@@ -610,3 +610,28 @@ def test_a_compressed_tar_is_refused(tmp_path: Path, tmp_raw: Path) -> None:
     assert code == 1
     assert "(decompressed): looks like a tar archive" in err
     assert sorted(os.listdir(tmp_path)) == ["rootfs.tar.gz", "src.raw"]
+
+
+def test_a_source_replaced_after_inspection_is_not_converted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """qemu-img opens the source by path: a qcow2 swapped for one with a backing file after the
+    inspection would have qemu-img copy the backing file (any file it can read) into the output."""
+    source, secret, hostile = tmp_path / "src.qcow2", tmp_path / "secret", tmp_path / "hostile"
+    secret.write_bytes(b"SECRET" * (MIB // 6) + bytes(MIB % 6))
+    for argv in (
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(source), "1M"],
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw", str(hostile)],
+    ):
+        subprocess.run(argv, check=True)
+    real_run = qemu.run
+
+    def swap_then_run(*args: object, **kwargs: object) -> bytes:
+        os.replace(hostile, source)
+        return real_run(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(qemu, "run", swap_then_run)
+    destination = tmp_path / "out.raw"
+    with pytest.raises(SourceError, match="replaced or changed"):
+        conv.convert(conv.Request(str(source), str(destination), "raw"))
+    assert sorted(os.listdir(tmp_path)) == ["secret", "src.qcow2"]
