@@ -90,6 +90,7 @@ class FileBackend(Backend):
             os.rename(partial, final)
         except BaseException as exc:
             partial.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)  # a signal just after the rename
             if isinstance(exc, OSError):
                 raise self._os_error(exc, datadir.path) from exc
             raise

@@ -13,6 +13,7 @@ was written.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -36,7 +37,7 @@ from ..source import (
 from .base import Backend, Stored
 from .catalog import Catalog, ImageRecord
 from .config import StoreConfig
-from .errors import ImageRefused, StoreError
+from .errors import ImageRefused, NotFound, StoreError
 from .hashing import ParallelHasher
 
 log = logging.getLogger(__name__)
@@ -187,21 +188,20 @@ def _upload(
         properties,
     )
     hasher = ParallelHasher(config.hashing_algorithm)
+    stored: Stored | None = None
     try:
         with sigterm_raises():
             catalog.update(record.id, status="saving")
             stored = backend.add(record.id, _hashed(chunks, hasher), size)
-            try:
-                report = final_check(report)
-            except BaseException:
-                backend.delete(stored.location)
-                raise
-        md5, os_hash = hasher.finish()
+            report = final_check(report)
+            md5, os_hash = hasher.finish()
+            return _activate(
+                catalog, record, report, stored, md5, os_hash, config.hashing_algorithm
+            )
     except BaseException as exc:
         hasher.close()
-        _kill(catalog, record, exc)
+        _abandon(catalog, backend, record, stored, exc)
         raise
-    return _activate(catalog, record, report, stored, md5, os_hash, config.hashing_algorithm)
 
 
 def _activate(
@@ -227,11 +227,29 @@ def _activate(
     )
 
 
-def _kill(catalog: Catalog, record: ImageRecord, exc: BaseException) -> None:
+def _abandon(
+    catalog: Catalog,
+    backend: Backend,
+    record: ImageRecord,
+    stored: Stored | None,
+    exc: BaseException,
+) -> None:
+    """Remove the data of a failed upload and mark its record killed.
+
+    A record that became active before the interruption keeps its data; one deleted meanwhile
+    (``image delete`` of a saving image) stays deleted, without the data written for it.
+    """
+    current = catalog.get(record.id)
+    if current.status == "active":
+        return
+    if stored is not None:
+        with contextlib.suppress(NotFound):
+            backend.delete(stored.location)
+    if current.status not in ("queued", "saving"):
+        return
     reason = str(exc) or type(exc).__name__
     if isinstance(exc, KeyboardInterrupt | Interrupted):
         reason = "interrupted"
-    current = catalog.get(record.id)
     properties = {k: v for k, v in current.properties.items() if k != UPLOAD_PID}
     properties[KILL_REASON] = reason
     catalog.update(record.id, status="killed", properties=properties)

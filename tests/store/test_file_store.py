@@ -338,3 +338,46 @@ def test_character_device_is_refused_not_read_forever(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="not a regular file or block device"):
         _upload(config, catalog, Path("/dev/zero"))
     assert catalog.all() == []
+
+
+def test_image_deleted_while_uploading_keeps_no_data(tmp_path: Path) -> None:
+    """``image delete`` of a saving image: the upload fails and removes what it wrote."""
+    from imgfmt.policy import Policy
+    from imgfmt.store.images import delete_image
+    from imgfmt.store.upload import PIPE_CHUNK
+
+    config, catalog = _store(tmp_path, [f"{tmp_path / 'images'}:1"])
+    image = _random_raw(tmp_path / "x.raw", 9)
+    other = Catalog(config.catalog_path)
+
+    def delete_midway(done: int) -> None:
+        if done == PIPE_CHUNK:
+            [record] = other.all()
+            assert record.status == "saving"
+            delete_image(record, config, other)
+
+    with pytest.raises(StoreError, match="deleted to active"):
+        create_image(CreateRequest("img", str(image)), config, catalog, Policy(), delete_midway)
+    assert os.listdir(tmp_path / "images") == []
+    [record] = catalog.all(include_deleted=True)
+    assert record.status == "deleted"
+
+
+def test_catalog_failing_at_activation_removes_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, catalog = _store(tmp_path, [f"{tmp_path / 'images'}:1"])
+    real_update = catalog.update
+
+    def update(image_id: str, status: str | None = None, **fields: object) -> object:
+        if status == "active":
+            raise StoreError(f"catalog {catalog.path}: disk I/O error")
+        return real_update(image_id, status, **fields)
+
+    monkeypatch.setattr(catalog, "update", update)
+    with pytest.raises(StoreError, match="disk I/O error"):
+        _upload(config, catalog, _random_raw(tmp_path / "x.raw", 1))
+    assert os.listdir(tmp_path / "images") == []
+    [record] = catalog.all()
+    assert record.status == "killed"
+    assert "disk I/O error" in record.properties["imgfmt_kill_reason"]
