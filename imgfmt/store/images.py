@@ -46,18 +46,27 @@ def save_image(
     location = record.locations[0]
     backend = config.spec(location.store).backend()
     target = Path(destination)
-    fd, partial = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".imgfmt-partial", dir=target.parent
-    )
+    if target.is_dir():
+        raise StoreError(f"{destination}: is a directory; name the output file")
+    try:
+        fd, partial = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".imgfmt-partial", dir=target.parent
+        )
+    except OSError as exc:
+        raise StoreError(f"{destination}: cannot write in {target.parent}: {exc.strerror}") from exc
     hasher = ParallelHasher(record.os_hash_algo or config.hashing_algorithm)
     try:
         written = _copy_out(backend.read(location), fd, hasher, progress)
         md5, os_hash = hasher.finish()
         _verify(record, md5, os_hash, written)
         os.rename(partial, target)
-    except BaseException:
+    except BaseException as exc:
         hasher.close()
         os.unlink(partial)
+        if isinstance(exc, OSError):
+            raise StoreError(
+                f"{destination}: saving failed: {exc.strerror or exc}; nothing was written"
+            ) from exc
         raise
     finally:
         os.close(fd)

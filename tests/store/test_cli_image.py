@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,35 @@ def test_embedded_default_needs_no_configuration(
     assert result.exit_code == 0, result.stderr
     assert len(list((tmp_path / "data" / "images").iterdir())) == 1
     assert (tmp_path / "data" / "catalog.db").exists()
+
+
+def test_save_to_a_bad_destination_is_an_error_not_a_crash(conf: Path, tmp_path: Path) -> None:
+    image = make_qcow2(tmp_path / "cirros.qcow2", "1M")
+    assert _run(conf, "image", "create", "cirros", "--file", str(image))[0] == 0
+    code, _, err = _run(conf, "image", "save", "cirros", "--file", str(tmp_path / "no" / "x"))
+    assert code == 2 and "cannot write in" in err and "No such file or directory" in err
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    code, _, err = _run(conf, "image", "save", "cirros", "--file", str(folder))
+    assert code == 2 and "is a directory" in err
+    assert list(folder.iterdir()) == []
+
+
+def test_save_on_a_full_disk_leaves_the_destination_untouched(conf: Path, tmp_path: Path) -> None:
+    image = make_qcow2(tmp_path / "big.qcow2", "8M")
+    assert _run(conf, "image", "create", "big", "--file", str(image))[0] == 0
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        (small / "out.img").write_bytes(b"previous")
+        code, _, err = _run(conf, "image", "save", "big", "--file", str(small / "out.img"))
+        assert code == 2 and "No space left on device" in err
+        assert os.listdir(small) == ["out.img"]
+        assert (small / "out.img").read_bytes() == b"previous"
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
