@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..signals import sigterm_raises
 from .base import pid_alive
 from .catalog import Catalog, ImageRecord
 from .config import StoreConfig
@@ -56,10 +57,11 @@ def save_image(
         raise StoreError(f"{destination}: cannot write in {target.parent}: {exc.strerror}") from exc
     hasher = ParallelHasher(record.os_hash_algo or config.hashing_algorithm)
     try:
-        written = _copy_out(backend.read(location), fd, hasher, progress)
-        md5, os_hash = hasher.finish()
-        _verify(record, md5, os_hash, written)
-        os.rename(partial, target)
+        with sigterm_raises():
+            written = _copy_out(backend.read(location), fd, hasher, progress)
+            md5, os_hash = hasher.finish()
+            _verify(record, md5, os_hash, written)
+            os.rename(partial, target)
     except BaseException as exc:
         hasher.close()
         os.unlink(partial)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,31 @@ def test_save_on_a_full_disk_leaves_the_destination_untouched(conf: Path, tmp_pa
         assert (small / "out.img").read_bytes() == b"previous"
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_sigterm_during_save_leaves_no_partial_file(conf: Path, tmp_path: Path) -> None:
+    image = make_qcow2(tmp_path / "cirros.qcow2", "4M")
+    assert _run(conf, "image", "create", "cirros", "--file", str(image))[0] == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    script = (
+        "import os, signal, sys\n"
+        "from imgfmt.config import Config\n"
+        "from imgfmt.store.catalog import Catalog\n"
+        "from imgfmt.store.config import StoreConfig\n"
+        "from imgfmt.store.images import save_image\n"
+        "config = StoreConfig.load(Config.load(sys.argv[1]))\n"
+        "record = Catalog(config.catalog_path).find('cirros')\n"
+        "save_image(record, config, sys.argv[2],"
+        " lambda done: os.kill(os.getpid(), signal.SIGTERM))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(conf), str(out / "x.img")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert proc.returncode != 0
+    assert "Interrupted" in proc.stderr
+    assert os.listdir(out) == []
