@@ -163,17 +163,23 @@ class FileBackend(Backend):
 
 
 def _file_perm(spec: BackendSpec) -> int:
-    """Glance reads ``filesystem_store_file_perm`` as octal digits: 640 means rw-r-----."""
+    """Glance reads ``filesystem_store_file_perm`` as octal digits: 640 means rw-r-----.
+
+    0 or less, as in Glance, leaves the files as they are created (0600).
+    """
     value = spec.option("filesystem_store_file_perm") or "0"
     try:
-        return int(value, 8)
+        perm = int(value, 8)
     except ValueError:
+        perm = -1 if value.strip().startswith("-") else 0o1000
+    if perm > 0o777:
         raise ConfigError(
             spec.config.path,
             spec.section,
             "filesystem_store_file_perm",
             f"{value!r} is not an octal permission such as 640",
-        ) from None
+        )
+    return max(perm, 0)
 
 
 def _datadirs(spec: BackendSpec) -> list[Datadir]:

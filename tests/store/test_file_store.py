@@ -381,3 +381,33 @@ def test_catalog_failing_at_activation_removes_the_data(
     [record] = catalog.all()
     assert record.status == "killed"
     assert "disk I/O error" in record.properties["imgfmt_kill_reason"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("filesystem_store_file_perm = 7777\n", "not an octal permission"),
+        ("filesystem_store_file_perm = 1000\n", "not an octal permission"),
+        ("filesystem_store_file_perm = rw\n", "not an octal permission"),
+    ],
+)
+def test_bad_file_perm_names_file_section_and_option(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    from imgfmt.config import ConfigError
+
+    config, _ = _store(tmp_path, [f"{tmp_path / 'images'}:1"], extra)
+    with pytest.raises(ConfigError) as caught:
+        config.spec(None).backend()
+    text = str(caught.value)
+    assert message in text and "glance_store" in text and "filesystem_store_file_perm" in text
+    assert str(tmp_path / "glance-api.conf") in text
+
+
+def test_negative_file_perm_leaves_files_as_created(tmp_path: Path) -> None:
+    config, catalog = _store(
+        tmp_path, [f"{tmp_path / 'images'}:1"], "filesystem_store_file_perm = -1\n"
+    )
+    record = _upload(config, catalog, _random_raw(tmp_path / "x.raw", 1))
+    mode = os.stat(tmp_path / "images" / record.id).st_mode  # type: ignore[attr-defined]
+    assert mode & 0o7777 == 0o600
