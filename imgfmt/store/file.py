@@ -194,18 +194,37 @@ def _datadirs(spec: BackendSpec) -> list[Datadir]:
             "set either filesystem_store_datadir or filesystem_store_datadirs",
         )
     if multi:
-        return [_parse_datadir(item) for item in multi]
+        datadirs = [_parse_datadir(spec, item) for item in multi]
+        paths = [os.path.normpath(d.path) for d in datadirs]
+        for path in paths:
+            if paths.count(path) > 1:
+                raise ConfigError(
+                    cfg.path,
+                    section,
+                    "filesystem_store_datadirs",
+                    f"{path} is listed more than once",
+                )
+        return datadirs
     if single:
         return [Datadir(Path(single), 0)]
     default = data_dir() / "images" if spec.embedded else Path(GLANCE_DEFAULT_DATADIR)
     return [Datadir(default, 0)]
 
 
-def _parse_datadir(item: str) -> Datadir:
-    directory, sep, priority = item.rpartition(":")
-    if not sep or not priority.strip().isdigit():
-        return Datadir(Path(item), 0)
-    return Datadir(Path(directory), int(priority))
+def _parse_datadir(spec: BackendSpec, item: str) -> Datadir:
+    """``PATH[:PRIORITY]``, as Glance splits it: a priority that is not a number is an error."""
+    directory, sep, priority = (part.strip() for part in item.rpartition(":"))
+    if not sep:
+        return Datadir(Path(item.strip()), 0)
+    try:
+        return Datadir(Path(directory), int(priority) if priority else 0)
+    except ValueError:
+        raise ConfigError(
+            spec.config.path,
+            spec.section,
+            "filesystem_store_datadirs",
+            f"{item!r}: priority {priority!r} is not a number (PATH:PRIORITY)",
+        ) from None
 
 
 def _metadata(spec: BackendSpec) -> dict[str, Any]:

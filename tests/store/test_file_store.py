@@ -411,3 +411,22 @@ def test_negative_file_perm_leaves_files_as_created(tmp_path: Path) -> None:
     record = _upload(config, catalog, _random_raw(tmp_path / "x.raw", 1))
     mode = os.stat(tmp_path / "images" / record.id).st_mode  # type: ignore[attr-defined]
     assert mode & 0o7777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("datadirs", "message"),
+    [
+        (["{d}/a:high"], "priority 'high' is not a number"),
+        (["{d}/a:100", "{d}/a/:200"], "listed more than once"),
+    ],
+)
+def test_bad_datadirs_are_configuration_errors(
+    tmp_path: Path, datadirs: list[str], message: str
+) -> None:
+    from imgfmt.config import ConfigError
+
+    config, _ = _store(tmp_path, [d.format(d=tmp_path) for d in datadirs])
+    with pytest.raises(ConfigError, match=message) as caught:
+        config.spec(None).backend()
+    assert "filesystem_store_datadirs" in str(caught.value)
+    assert not (tmp_path / "a:high").exists()
