@@ -157,7 +157,10 @@ class FileBackend(Backend):
             for entry in os.scandir(datadir.path):
                 match = _PARTIAL.match(entry.name)
                 if match and not pid_alive(int(match["pid"])):
-                    os.unlink(entry.path)
+                    try:
+                        os.unlink(entry.path)
+                    except FileNotFoundError:
+                        continue  # another cleanup was quicker
                     removed.append(entry.path)
         return removed
 

@@ -430,3 +430,20 @@ def test_bad_datadirs_are_configuration_errors(
         config.spec(None).backend()
     assert "filesystem_store_datadirs" in str(caught.value)
     assert not (tmp_path / "a:high").exists()
+
+
+def test_two_cleanups_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partial file another cleanup removed first is not an error."""
+    import imgfmt.store.file as file_store
+
+    config, _ = _store(tmp_path, [f"{tmp_path / 'images'}:1"])
+    backend = config.spec(None).backend()
+    partial = tmp_path / "images" / ".0d2c-id.999999.imgfmt-partial"
+    partial.write_bytes(b"x")
+
+    def other_cleanup_first(pid: int) -> bool:
+        partial.unlink(missing_ok=True)
+        return False
+
+    monkeypatch.setattr(file_store, "pid_alive", other_cleanup_first)
+    assert backend.cleanup() == []
