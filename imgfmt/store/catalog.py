@@ -162,6 +162,14 @@ class Catalog:
         self._db.close()
 
     @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A damaged catalog is a ``StoreError`` naming it, not a bare sqlite3 error."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"catalog {self.path}: {exc}") from exc
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -245,7 +253,8 @@ class Catalog:
         return updated
 
     def get(self, image_id: str) -> ImageRecord:
-        return self._get(self._db, image_id)
+        with self._reading():
+            return self._get(self._db, image_id)
 
     def find(self, ref: str) -> ImageRecord:
         """An image by id, or by name when exactly one live image has it."""
@@ -253,9 +262,10 @@ class Catalog:
             return self.get(ref)
         except NotFound:
             pass
-        rows = self._db.execute(
-            "SELECT * FROM images WHERE name = ? AND status != 'deleted'", (ref,)
-        ).fetchall()
+        with self._reading():
+            rows = self._db.execute(
+                "SELECT * FROM images WHERE name = ? AND status != 'deleted'", (ref,)
+            ).fetchall()
         if not rows:
             raise NotFound(f"no image with id or name {ref!r}; see 'imgfmt image list'")
         if len(rows) > 1:
@@ -267,12 +277,14 @@ class Catalog:
         query = "SELECT * FROM images"
         if not include_deleted:
             query += " WHERE status != 'deleted'"
-        return [_record(r) for r in self._db.execute(query + " ORDER BY created_at, id")]
+        with self._reading():
+            return [_record(r) for r in self._db.execute(query + " ORDER BY created_at, id")]
 
     def in_status(self, *statuses: str) -> list[ImageRecord]:
         marks = ",".join("?" * len(statuses))
-        rows = self._db.execute(f"SELECT * FROM images WHERE status IN ({marks})", statuses)
-        return [_record(r) for r in rows]
+        with self._reading():
+            rows = self._db.execute(f"SELECT * FROM images WHERE status IN ({marks})", statuses)
+            return [_record(r) for r in rows]
 
     def _get(self, db: sqlite3.Connection, image_id: str) -> ImageRecord:
         db.row_factory = sqlite3.Row

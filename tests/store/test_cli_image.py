@@ -195,3 +195,24 @@ def test_sigterm_during_save_leaves_no_partial_file(conf: Path, tmp_path: Path) 
     assert proc.returncode != 0
     assert "Interrupted" in proc.stderr
     assert os.listdir(out) == []
+
+
+def test_a_damaged_catalog_is_an_error_not_a_crash(conf: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    from imgfmt.store.catalog import Catalog
+
+    catalog = Catalog(tmp_path / "catalog.db")
+    for i in range(300):
+        catalog.create(f"image-{i}" * 20, "raw", "bare", {"k": "v" * 200})
+    catalog._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    catalog.close()
+    db = tmp_path / "catalog.db"
+    size = db.stat().st_size
+    with open(db, "r+b") as f:
+        f.seek(size // 2)
+        f.write(b"\xa5" * 8192)
+    with pytest.raises(sqlite3.DatabaseError):  # the damage is real
+        sqlite3.connect(db).execute("SELECT * FROM images").fetchall()
+    code, _, err = _run(conf, "image", "list")
+    assert code == 2 and "catalog" in err and "malformed" in err
