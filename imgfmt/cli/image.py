@@ -175,6 +175,12 @@ def save(ctx: click.Context, image: str, file: str, progress: bool) -> None:
     """Download IMAGE to FILE, verifying its checksum and hash; written atomically."""
     from ..store.images import save_image
 
+    if file == "-":
+        render.abort(
+            "--file -: image save writes a file atomically, not standard output; "
+            "name a file (./- for a file named -)",
+            EXIT_ERROR,
+        )
     with opened_store(ctx) as (config, catalog):
         record = catalog.find(image)
         with render.Progress(

@@ -216,3 +216,16 @@ def test_a_damaged_catalog_is_an_error_not_a_crash(conf: Path, tmp_path: Path) -
         sqlite3.connect(db).execute("SELECT * FROM images").fetchall()
     code, _, err = _run(conf, "image", "list")
     assert code == 2 and "catalog" in err and "malformed" in err
+
+
+def test_save_to_dash_is_refused_not_a_file_named_dash(
+    conf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = make_qcow2(tmp_path / "cirros.qcow2", "1M")
+    assert _run(conf, "image", "create", "cirros", "--file", str(image))[0] == 0
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(conf, "image", "save", "cirros", "--file", "-")
+    assert (code, out) == (2, "") and "not standard output" in err
+    assert not (tmp_path / "-").exists()
+    assert _run(conf, "image", "save", "cirros", "--file", "./-")[0] == 0
+    assert (tmp_path / "-").read_bytes() == image.read_bytes()
