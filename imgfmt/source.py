@@ -73,13 +73,17 @@ class FileSource(Source):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(os.fspath(path))
         try:
-            self._fd = os.open(self.name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: a FIFO without a writer is refused below instead of blocking here.
+            flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+            self._fd = os.open(self.name, flags)
         except OSError as exc:
             raise SourceError(f"{self.name}: cannot open: {exc.strerror}") from exc
         try:
             st = self.opened = os.fstat(self._fd)
             if stat.S_ISDIR(st.st_mode):
                 raise SourceError(f"{self.name}: is a directory, not an image")
+            if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+                raise SourceError(f"{self.name}: is a pipe; read it as a stream (-)")
             if stat.S_ISREG(st.st_mode):
                 self._size = st.st_size
             else:

@@ -447,3 +447,24 @@ def test_two_cleanups_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(file_store, "pid_alive", other_cleanup_first)
     assert backend.cleanup() == []
+
+
+def test_a_fifo_without_a_writer_is_refused_not_waited_on(tmp_path: Path) -> None:
+    from imgfmt.errors import SourceError
+
+    config, catalog = _store(tmp_path, [f"{tmp_path / 'images'}:1"])
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def waited(signum: int, frame: object) -> None:
+        raise TimeoutError("blocked opening a FIFO without a writer")
+
+    signal.signal(signal.SIGALRM, waited)
+    signal.alarm(10)
+    try:
+        with pytest.raises(SourceError, match="is a pipe"):
+            _upload(config, catalog, fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    assert catalog.all() == []
