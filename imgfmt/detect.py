@@ -79,9 +79,13 @@ def inspect_source(
 
 def _detect(source: Source, policy: Policy, nesting: int) -> ImageReport:
     found = Signatures(source)
+    probed = len(source.probe_unread)
     report = _resolve(source, found, policy, nesting)
-    if found.unread:
-        report = _with(report, [_signatures_unread(found.unread)])
+    # A probe (an ELF kernel's program headers, say) that needed bytes a stream had not kept
+    # may have missed its format: as unsafe as a signature window that was not kept.
+    unread = list(dict.fromkeys([*found.unread, *source.probe_unread[probed:]]))
+    if unread:
+        report = _with(report, [_signatures_unread(unread)])
     return report
 
 
@@ -164,9 +168,9 @@ def _failure(fmt: str, exc: UnverifiableError | FormatError) -> Finding:
 def _signatures_unread(offsets: list[int]) -> Finding:
     where = ", ".join(f"{offset:#x}" for offset in offsets)
     message = (
-        f"the bytes at {where}, where format signatures lie (a qcow2 header, a VHD footer), were"
-        " not kept from the stream, so another format there cannot be ruled out; inspect the"
-        " file itself"
+        f"the bytes at {where}, where format signatures lie (a qcow2 header, a VHD footer, an"
+        " ELF kernel's program headers), were not kept from the stream, so another format there"
+        " cannot be ruled out; inspect the file itself"
     )
     return unsafe(Code.STREAM_UNVERIFIABLE, message, offsets[0])
 

@@ -34,6 +34,8 @@ class Source(ABC):
     def __init__(self, name: str) -> None:
         self.name = name
         self.bytes_read = 0
+        #: Offsets a probe wanted but a stream had not kept (see ``probe_bytes``).
+        self.probe_unread: list[int] = []
 
     @property
     @abstractmethod

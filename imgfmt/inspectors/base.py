@@ -95,12 +95,17 @@ class Inspector(ABC):
 
 
 def probe_bytes(source: Source, offset: int, length: int) -> bytes:
-    """Bytes for a probe: short reads and unverifiable stream reads give ``b""``."""
+    """Bytes for a probe: short reads and unverifiable stream reads give ``b""``.
+
+    An unverifiable read is noted in ``source.probe_unread``: detection turns it into a
+    ``stream-unverifiable`` finding, since the probe may have missed its format there.
+    """
     from ..errors import UnverifiableError
 
     try:
         return source.read(offset, length)
     except UnverifiableError:
+        source.probe_unread.append(offset)
         return b""
 
 

@@ -122,3 +122,24 @@ def test_arm64_flags() -> None:
 @given(name=st.sampled_from(sorted(BY_NAME)), data=st.data())
 def test_mutations_never_crash(name: str, data: st.DataObject) -> None:
     common.fuzz(KernelInspector, common.damaged(data, _head(name)), 2 * READ_BUDGET)
+
+
+def test_elf_program_headers_a_stream_did_not_keep_are_unverifiable() -> None:
+    """An ELF kernel whose program headers lie in a stream's unkept middle is no silent raw."""
+    from imgfmt.detect import inspect
+    from imgfmt.report import Code
+    from imgfmt.source import STREAM_HEAD_WINDOW, STREAM_TAIL_WINDOW, StreamSource
+
+    _needs("vmlinux-notes")
+    data = bytearray(_head("vmlinux-notes", 1 << 20))
+    assert struct.unpack_from("<Q", data, 0x20)[0] == 64
+    moved_to = STREAM_HEAD_WINDOW + (1 << 20)
+    struct.pack_into("<Q", data, 0x20, moved_to)  # e_phoff: past the kept head
+    size = moved_to + (2 << 20)
+    head = bytes(data) + bytes(STREAM_HEAD_WINDOW - len(data))
+    stream = StreamSource(head, bytes(STREAM_TAIL_WINDOW), size, "<stdin>")
+    report = inspect(stream)
+    assert not report.safe
+    assert Code.STREAM_UNVERIFIABLE in report.codes()
+    (finding,) = [f for f in report.findings if f.code is Code.STREAM_UNVERIFIABLE]
+    assert finding.offset == moved_to
