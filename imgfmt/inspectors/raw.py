@@ -14,15 +14,26 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UnverifiableError
-from ..report import Finding
+from ..report import Code, Finding, unsafe
 from ..source import Source
-from .base import Inspection, qemu_raw_size
+from .base import Inspection, probe_bytes, qemu_raw_size
 from .filesystems import probe_filesystem
 from .partitions import Partition, read_partition_table
 
 FORMAT = "raw"
 #: Cap on the partitions whose start is probed for a filesystem.
 MAX_FILESYSTEM_PROBES = 16
+#: Formats imgfmt does not inspect but qemu-img 7.2 probes when run without ``-f``, by their
+#: magic at offset 0: block/bochs.c (``bochs_probe`` wants this NUL-terminated magic, then a
+#: type and version) and block/cloop.c (``cloop_probe`` compares this text; a shorter file is
+#: padded with zeros, so it never matches).
+QEMU_PROBED_MAGICS = (
+    ("bochs", b"Bochs Virtual HD Image\0"),
+    (
+        "cloop",
+        b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n",
+    ),
+)
 
 
 def inspect_raw(source: Source) -> Inspection:
@@ -34,23 +45,35 @@ def inspect_raw(source: Source) -> Inspection:
         "filesystem": None,
         "unread_from_stream": [],
     }
-    findings: tuple[Finding, ...] = ()
+    findings = _probed_by_qemu(source)
 
     whole = probe_filesystem(source, 0)
     if whole is not None:
         details["filesystem"] = whole.to_dict()
-        return Inspection(FORMAT, virtual_size, details)
+        return Inspection(FORMAT, virtual_size, details, findings)
 
     table = read_partition_table(source)
     if table is not None:
         details["partition_table"] = table.scheme
-        findings = table.findings
+        findings += table.findings
         unread = list(table.unread)
         details["partitions"] = _partition_details(source, table.partitions, unread)
         details["unread_from_stream"] = unread
         if table.disk_guid is not None:
             details["disk_guid"] = table.disk_guid
     return Inspection(FORMAT, virtual_size, details, findings)
+
+
+def _probed_by_qemu(source: Source) -> tuple[Finding, ...]:
+    """An unsafe finding when qemu-img run without ``-f`` would read the file as another format."""
+    for fmt, magic in QEMU_PROBED_MAGICS:
+        if probe_bytes(source, 0, len(magic)) == magic:
+            message = (
+                f"raw: the {fmt} magic at 0x0 makes qemu-img without -f read the file as {fmt},"
+                " a format imgfmt does not inspect; refuse it"
+            )
+            return (unsafe(Code.MULTIPLE_FORMATS, message, 0),)
+    return ()
 
 
 def _partition_details(

@@ -121,3 +121,29 @@ def test_mutations_of_what_is_read_never_crash(data: st.DataObject) -> None:
     edits = common.edits_in(data, ranges)
     with FileSource(path) as parent:
         common.survives(inspect_raw, common.EditedSource(parent, edits), READ_BUDGET)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "magic"),
+    [
+        ("bochs", b"Bochs Virtual HD Image\0".ljust(32, b"\0") + b"Redolog\0".ljust(16, b"\0")),
+        (
+            "cloop",
+            b"#!/bin/sh\n#V2.0 Format\n"
+            b"modprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n",
+        ),
+    ],
+)
+def test_a_file_qemu_would_probe_as_another_format_is_not_safe_raw(fmt: str, magic: bytes) -> None:
+    """qemu-img without -f reads these as bochs or cloop: raw and safe would be a lie."""
+    from imgfmt.detect import inspect
+    from imgfmt.report import Code
+
+    report = inspect(BytesSource(magic.ljust(64 * 1024, b"\0")))
+    assert report.disk_format == "raw"
+    assert not report.safe
+    (finding,) = report.findings
+    assert finding.code is Code.MULTIPLE_FORMATS
+    assert fmt in finding.message
+    # Only the whole magic counts, as in qemu's probes.
+    assert inspect(BytesSource(magic[:10])).safe
