@@ -165,6 +165,17 @@ def _from_stream(
             return report
         final = inspect(tee.source(), policy=policy, expect_format=request.disk_format)
         _refuse_unsafe(final, "<stdin> (once the whole stream was seen)")
+        # The record took its formats from the head; the whole stream must be the same image
+        # (a fixed VHD's only footer is at the end: its head alone reads as raw).
+        detected = (final.disk_format, final.container_format)
+        recorded = (early.disk_format, early.container_format)
+        if request.disk_format is None and detected != recorded:
+            raise ImageRefused(
+                f"<stdin>: refused, nothing was written: the first {len(head)} bytes read as "
+                f"{'/'.join(map(str, recorded))} but the whole stream as "
+                f"{'/'.join(map(str, detected))}; upload the file itself",
+                final,
+            )
         return final
 
     return _upload(request, config, catalog, backend, early, iter(tee), None, final_check)

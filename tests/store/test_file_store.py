@@ -468,3 +468,28 @@ def test_a_fifo_without_a_writer_is_refused_not_waited_on(tmp_path: Path) -> Non
         signal.alarm(0)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
     assert catalog.all() == []
+
+
+def test_stream_whose_end_changes_its_format_is_refused(tmp_path: Path) -> None:
+    """A fixed VHD past the head window: its head reads as raw, the whole stream as vhd.
+
+    The record took raw from the head; activating it would store a vhd labelled raw.
+    """
+    import shutil
+
+    from imgfmt.store.errors import ImageRefused
+
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img is not installed")
+    vhd = tmp_path / "fixed.vhd"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed", str(vhd), "10M"],
+        check=True,
+    )
+    datadir = tmp_path / "data"
+    config, catalog = _store(tmp_path, [f"{datadir}:1"])
+    with open(vhd, "rb") as f, pytest.raises(ImageRefused, match="raw/bare but the whole"):
+        create_image(CreateRequest("img", "-"), config, catalog, _policy(), stdin=f)
+    [record] = catalog.all()
+    assert record.status == "killed"
+    assert not any(p.is_file() for p in datadir.rglob("*"))
