@@ -11,7 +11,6 @@ from __future__ import annotations
 import configparser
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import UsageError
 
@@ -51,10 +50,10 @@ def _parser() -> configparser.RawConfigParser:
     )
 
 
-def config_candidates() -> list[Path]:
+def config_candidates() -> list[str]:
     """The places searched for a configuration file when none is named."""
-    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
-    return [Path(xdg) / "imgfmt" / "imgfmt.conf", Path("/etc/imgfmt/imgfmt.conf")]
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return [os.path.join(xdg, "imgfmt", "imgfmt.conf"), "/etc/imgfmt/imgfmt.conf"]
 
 
 @dataclass(frozen=True)
@@ -69,18 +68,18 @@ class Config:
         """Load the configuration from the first place that has one."""
         named = explicit or os.environ.get(ENV_VAR)
         if named:
-            path = Path(named)
-            if not path.is_file():
+            path = os.fspath(named)
+            if not os.path.isfile(path):
                 source = "--config-file" if explicit else ENV_VAR
                 raise UsageError(f"{path}: configuration file (from {source}) does not exist")
             return cls.read(path)
         for candidate in config_candidates():
-            if candidate.is_file():
+            if os.path.isfile(candidate):
                 return cls.read(candidate)
         return cls("<defaults>", _parser())
 
     @classmethod
-    def read(cls, path: Path) -> Config:
+    def read(cls, path: str) -> Config:
         parser = _parser()
         try:
             with open(path, encoding="utf-8") as f:

@@ -9,7 +9,6 @@ alone costs more than a whole ``imgfmt inspect``.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
@@ -87,6 +86,8 @@ def emit_table(
     cells = [[scalar(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
     if stdout_is_terminal():
+        import shutil  # only for a terminal: it imports the bz2 and lzma modules
+
         widths = _fit(widths, shutil.get_terminal_size().columns)
     border = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
     lines = [printable(title)] if title else []
