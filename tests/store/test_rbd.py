@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -223,3 +224,9 @@ def test_convert_to_raw_and_the_warning(ceph_dir: Path, tmp_path: Path) -> None:
     for each in catalog.all():
         delete_image(each, config, catalog)
     catalog.close()
+
+
+def test_missing_bindings_name_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "rbd", None)  # makes `import rbd` raise ImportError
+    with pytest.raises(StoreError, match="python3-rados python3-rbd"):
+        bindings()
