@@ -98,11 +98,10 @@ def create_image(
         report = inspect(source, policy=policy, expect_format=request.disk_format)
         _refuse_unsafe(report, request.file)
         target = request.convert_to or config.config.get("image_conversion", "output_format")
-        if not (target and report.disk_format != target):
+        if not target or report.disk_format == target:
             _warn_unclonable(backend, report, request.file)
             chunks = _inspected(source, progress)
             return _upload(request, config, catalog, backend, report, chunks, source.size)
-    assert target is not None
     return _converted(request, target, config, catalog, policy, progress)
 
 
@@ -275,7 +274,7 @@ def _refuse_unsafe(report: ImageReport, name: str, ignore: frozenset[Code] = fro
         raise ImageRefused(f"{name}: refused, nothing was written: {summary}", report)
 
 
-def _chunks(f: BinaryIO, progress: Progress | None) -> Iterator[bytes]:
+def _chunks(f: BinaryIO) -> Iterator[bytes]:
     """The input in ``PIPE_CHUNK`` pieces; a failing read is the input's fault, not the store's."""
     done = 0
     while True:
@@ -290,8 +289,6 @@ def _chunks(f: BinaryIO, progress: Progress | None) -> Iterator[bytes]:
             return
         yield chunk
         done += len(chunk)
-        if progress:
-            progress(done)
 
 
 def _inspected(source: FileSource, progress: Progress | None) -> Iterator[bytes]:
@@ -341,7 +338,7 @@ class _Tee:
     def __iter__(self) -> Iterator[bytes]:
         if self.head:
             yield from self._account(self.head)
-        for chunk in _chunks(self.stream, None):
+        for chunk in _chunks(self.stream):
             yield from self._account(chunk)
 
     def _account(self, chunk: bytes) -> Iterator[bytes]:
