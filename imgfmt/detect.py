@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from .containers import Container, probe_container
 from .errors import FormatError, TruncatedError, UnverifiableError
-from .inspectors import Inspection, Inspector, candidates
+from .inspectors import Inspection, Inspector, candidates, preload
 from .inspectors.base import probe_bytes, qemu_raw_size
 from .policy import Policy, claim_satisfied, container_claim_satisfied
 from .registry import Signatures
@@ -195,15 +195,31 @@ def _guard_raw(source: Source) -> Inspection:
 
 def _magic(source: Source) -> str:
     """What libmagic calls the content ("PDF document", "gzip compressed data", ...)."""
-    head = probe_bytes(source, 0, MAGIC_WINDOW)
+    return _describe(probe_bytes(source, 0, MAGIC_WINDOW))
+
+
+def _describe(data: bytes) -> str:
     try:
         import magic
     except ImportError as exc:
         return f"unknown: libmagic is not available ({exc}); install libmagic1"
     try:
-        return str(magic.from_buffer(head))
+        return str(magic.from_buffer(data))
     except magic.MagicException as exc:
         return f"unknown: libmagic failed ({exc})"
+
+
+def prepare(disk_format: str) -> None:
+    """Load ahead what inspecting a ``disk_format`` image needs: its inspector and, for raw,
+    libmagic with its database. ``imgfmt.convert`` has a thread do it while qemu-img writes
+    the output; whatever fails here fails again, and is reported, when the output is inspected.
+    """
+    if disk_format != "raw":
+        preload(disk_format)
+        return
+    from .inspectors.raw import inspect_raw  # noqa: F401
+
+    _describe(b"")
 
 
 def _polyglot(

@@ -24,6 +24,7 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,20 +236,26 @@ def run(
     argv: Sequence[str],
     limits: Limits,
     on_progress: Callable[[float], None] | None = None,
+    meanwhile: AbstractContextManager[object] | None = None,
 ) -> bytes:
     """Run qemu-img, returning its stdout; a failure raises ``QemuError``.
 
     With ``on_progress``, stdout is read as ``-p`` progress records and each fraction (0..1)
-    is passed on. An exception while waiting (Ctrl-C, a SIGTERM handler) kills qemu-img first.
+    is passed on. ``meanwhile`` is entered once qemu-img has started and left when it ends
+    (work to overlap with it; entered after the fork, so no thread of its runs across one).
+    An exception while waiting (Ctrl-C, a SIGTERM handler) kills qemu-img first.
     """
-    returncode, out, errors = _execute(argv, limits, on_progress)
+    returncode, out, errors = _execute(argv, limits, on_progress, meanwhile)
     if returncode != 0:
         raise QemuError(argv, returncode, errors)
     return out
 
 
 def _execute(
-    argv: Sequence[str], limits: Limits, on_progress: Callable[[float], None] | None
+    argv: Sequence[str],
+    limits: Limits,
+    on_progress: Callable[[float], None] | None,
+    meanwhile: AbstractContextManager[object] | None = None,
 ) -> tuple[int, bytes, str]:
     log.debug("running %s", argv)
     with tempfile.TemporaryFile() as errors:
@@ -263,11 +270,12 @@ def _execute(
             )
         except OSError as exc:
             raise UsageError(f"cannot run {argv[0]}: {exc.strerror}; install qemu-utils") from exc
-        try:
-            out = _drain(proc, on_progress)
-            returncode = proc.wait()
-        finally:
-            _reap(proc)
+        with meanwhile or nullcontext():
+            try:
+                out = _drain(proc, on_progress)
+                returncode = proc.wait()
+            finally:
+                _reap(proc)
         errors.seek(0)
         return returncode, out, errors.read(STDERR_CAP).decode("utf-8", "replace")
 

@@ -3,6 +3,7 @@ disk full, progress. qemu-img compare is the oracle for content."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -635,3 +637,56 @@ def test_a_source_replaced_after_inspection_is_not_converted(
     with pytest.raises(SourceError, match="replaced or changed"):
         conv.convert(conv.Request(str(source), str(destination), "raw"))
     assert sorted(os.listdir(tmp_path)) == ["secret", "src.qcow2"]
+
+
+def _hold_until(event: threading.Event, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep each qemu-img run, once it has ended, from returning before ``event`` is set: the
+    write-back thread then flushes the finished output at least once."""
+    real_drain = qemu._drain
+
+    def drain(proc: subprocess.Popen[bytes], on_progress: object) -> bytes:
+        out = real_drain(proc, on_progress)  # type: ignore[arg-type]
+        assert event.wait(10), "the write-back thread never flushed the output"
+        return out
+
+    monkeypatch.setattr(qemu, "_drain", drain)
+    monkeypatch.setattr(conv, "WRITE_BACK_INTERVAL", 0.001)
+
+
+def test_the_output_is_written_back_while_qemu_img_runs(
+    tmp_path: Path, tmp_raw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushed: list[str] = []
+    event = threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fdatasync(fd)
+        event.set()
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    _hold_until(event, monkeypatch)
+    destination = tmp_path / "out.qcow2"
+    conv.convert(conv.Request(str(tmp_raw), str(destination), "qcow2"))
+    assert flushed
+    assert {Path(p).parent.name.startswith(".out.qcow2.imgfmt-") for p in flushed} == {True}
+    assert {Path(p).name for p in flushed} == {"out.qcow2"}
+
+
+def test_a_failed_write_back_fails_the_conversion_and_leaves_nothing(
+    tmp_path: Path, tmp_raw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel reports a writeback error to one fsync only: one the write-back thread saw
+    would never reach the fsync before the rename, so the thread's must fail the conversion."""
+    event = threading.Event()
+
+    def fdatasync(fd: int) -> None:
+        event.set()
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    _hold_until(event, monkeypatch)
+    with pytest.raises(SourceError, match="cannot write the output: Input/output error"):
+        conv.convert(conv.Request(str(tmp_raw), str(tmp_path / "out.raw"), "raw"))
+    assert os.listdir(tmp_path) == ["src.raw"]

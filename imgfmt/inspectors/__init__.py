@@ -12,7 +12,7 @@ from functools import cache
 from ..registry import Entry, Signatures, load_all, load_matching
 from .base import Inspection, Inspector
 
-__all__ = ["REGISTRY", "Inspection", "Inspector", "candidates", "inspectors"]
+__all__ = ["REGISTRY", "Inspection", "Inspector", "candidates", "inspectors", "preload"]
 
 #: Compressed-stream magics an initramfs may start with (ari.COMPRESSIONS).
 _COMPRESSED = (
@@ -54,3 +54,10 @@ def inspectors() -> tuple[type[Inspector], ...]:
 def candidates(found: Signatures) -> list[type[Inspector]]:
     """The inspectors whose signature the source carries; their probes decide."""
     return load_matching(__name__, REGISTRY, found)
+
+
+def preload(disk_format: str) -> None:
+    """Import the inspector of ``disk_format`` ahead of need (a module bears its format's name)."""
+    for entry in REGISTRY:
+        if entry.target.partition(":")[0] == disk_format:
+            entry.load(__name__)
