@@ -35,7 +35,6 @@ that would fill the file system fails cleanly.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -50,12 +49,13 @@ from . import qemu
 from .containers.compressed import DECOMPRESSION_CAP, compression, decompress
 from .detect import claim_findings, inspect, prepare
 from .errors import FormatError, ImgfmtError, SourceError, UsageError
+from .log import Logger
 from .policy import Policy
 from .report import Code, Finding, ImageReport, Severity
 from .signals import sigterm_raises
 from .source import FileSource, SliceSource, Source
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 #: Target format -> ``-o`` options accepted (qemu 7.2 ``qemu-img create -f FMT -o help``).
 #: Left out on purpose: ``size`` (the source decides), ``backing_file``, ``backing_fmt``,

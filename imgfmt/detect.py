@@ -12,7 +12,6 @@ compressed container. Partition tables and filesystems are not formats here, so 
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import replace
 from typing import BinaryIO
@@ -21,12 +20,13 @@ from .containers import Container, probe_container
 from .errors import FormatError, TruncatedError, UnverifiableError
 from .inspectors import Inspection, Inspector, candidates, preload
 from .inspectors.base import probe_bytes, qemu_raw_size
+from .log import Logger
 from .policy import Policy, claim_satisfied, container_claim_satisfied
 from .registry import Signatures
 from .report import Code, Finding, ImageReport, unsafe, warning
 from .source import Source, StreamSource, open_source
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 #: Containers are opened this many levels deep (a compressed disk in an OVA); deeper is raw.
 MAX_NESTING = 2

@@ -15,7 +15,6 @@ Standard input is closed, and qemu-img runs under address-space and CPU-time lim
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import resource
@@ -30,9 +29,10 @@ from typing import Any
 
 from .config import Config, ConfigError
 from .errors import ImgfmtError, UsageError
+from .log import Logger
 from .policy import parse_size
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 QEMU_IMG = "qemu-img"
 

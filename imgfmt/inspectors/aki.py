@@ -28,17 +28,17 @@ fails and the file is treated as raw.
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..log import Logger
 from ..report import Code, Finding, unsafe, warning
 from ..source import Source
 from .base import Inspection, Inspector, align4, probe_bytes, qemu_raw_size
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 Reader = Callable[[int, int], bytes]
 

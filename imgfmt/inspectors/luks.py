@@ -14,16 +14,16 @@ volume is named and refused; qemu gives it no size, so its virtual size is repor
 
 from __future__ import annotations
 
-import logging
 import struct
 from dataclasses import dataclass
 from typing import Any
 
+from ..log import Logger
 from ..report import Code, Finding, info, unsafe
 from ..source import Source
 from .base import Inspection, Inspector, cstring, probe_bytes
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 LUKS_MAGIC = b"LUKS\xba\xbe"
 LUKS_VERSION = 1

@@ -15,7 +15,6 @@ risk: every defect becomes a warning, for the person who will boot the image.
 
 from __future__ import annotations
 
-import logging
 import struct
 import uuid
 import zlib
@@ -23,10 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UnverifiableError
+from ..log import Logger
 from ..report import Code, Finding, warning
 from ..source import Source
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 #: Partition tables are addressed in 512-byte logical blocks here; 4Kn disks are not read.
 SECTOR_SIZE = 512

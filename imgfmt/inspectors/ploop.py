@@ -12,17 +12,17 @@ keeps beside it is not part of the upload and is not read here. Everything is li
 from __future__ import annotations
 
 import hashlib
-import logging
 import struct
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ..log import Logger
 from ..report import Code, Finding, info, unsafe, warning
 from ..source import Source
 from .base import UNCHECKED_READ_AS_ZEROS, Inspection, Inspector, probe_bytes
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 #: Sector-addressed BAT, 32-bit sector count (the old format).
 HEADER_MAGIC = b"WithoutFreeSpace"

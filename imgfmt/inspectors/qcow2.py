@@ -13,18 +13,18 @@ point inside this file or at zeros), and snapshot entries past ``MAX_SNAPSHOTS_R
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import TruncatedError
+from ..log import Logger
 from ..report import Code, Finding, info, unsafe, warning
 from ..source import Source
 from .base import Inspection, Inspector, cstring, probe_bytes
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 FORMAT = "qcow2"
 MAGIC = b"QFI\xfb"

@@ -11,17 +11,17 @@ them the same way (``_u64``) so that it accepts and refuses exactly what qemu do
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..log import Logger
 from ..report import Code, Finding, info, unsafe, warning
 from ..source import Source
 from .base import Inspection, Inspector, cstring, probe_bytes
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 FORMAT = "qed"
 MAGIC = b"QED\0"

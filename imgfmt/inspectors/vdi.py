@@ -12,17 +12,17 @@ index of the block's data in the data area; qemu reads it with no bound check of
 
 from __future__ import annotations
 
-import logging
 import struct
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ..log import Logger
 from ..report import Code, Finding, unsafe, warning
 from ..source import Source
 from .base import UNCHECKED_READ_AS_ZEROS, Inspection, Inspector, cstring, probe_bytes
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 VDI_SIGNATURE = 0xBEDA107F
 VDI_VERSION_1_1 = 0x00010001

@@ -22,17 +22,17 @@ Split VHDs (several files making one disk) are not supported, by qemu or here.
 
 from __future__ import annotations
 
-import logging
 import struct
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ..log import Logger
 from ..report import Code, Finding, unsafe, warning
 from ..source import Source
 from .base import UNCHECKED_REFUSED, Inspection, Inspector, probe_bytes
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 COOKIE = b"conectix"
 DYN_COOKIE = b"cxsparse"

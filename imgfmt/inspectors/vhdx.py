@@ -23,18 +23,18 @@ How qemu 7.2 reads a VHDX, and so what is checked here:
 
 from __future__ import annotations
 
-import logging
 import struct
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..log import Logger
 from ..report import Code, Finding, info, unsafe, warning
 from ..source import Source
 from .base import UNCHECKED_REFUSED, Inspection, Inspector, probe_bytes
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -25,18 +25,18 @@ strictly line by line to refuse what nobody should have written.
 
 from __future__ import annotations
 
-import logging
 import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..log import Logger
 from ..report import Code, Finding, info, unsafe, warning
 from ..source import Source
 from .base import Inspection, Inspector, probe_bytes
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 SECTOR_SIZE = 512
 VMDK4_MAGIC = b"KDMV"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import socket
 import threading
@@ -36,12 +35,13 @@ from typing import Any, ClassVar
 from urllib.parse import quote, unquote
 
 from ..config import ConfigError
+from ..log import Logger
 from .base import Backend, Stored, pid_alive
 from .catalog import Location
 from .config import BackendSpec
 from .errors import InUse, NotFound, StoreError, StoreFull
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 DEFAULT_POOL = "images"
 DEFAULT_CONF = "/etc/ceph/ceph.conf"

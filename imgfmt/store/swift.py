@@ -28,7 +28,6 @@ from __future__ import annotations
 import configparser
 import hashlib
 import json
-import logging
 import os
 import re
 import socket
@@ -43,12 +42,13 @@ from requests import RequestException
 from swiftclient.exceptions import ClientException
 
 from ..config import ConfigError
+from ..log import Logger
 from .base import Backend, Stored, pid_alive
 from .catalog import Location
 from .config import BackendSpec
 from .errors import NotFound, StoreError
 
-LOG = logging.getLogger(__name__)
+LOG = Logger(__name__)
 
 MIB = 1 << 20
 DEFAULT_CONTAINER = "glance"

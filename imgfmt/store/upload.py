@@ -14,7 +14,6 @@ was written.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import uuid
@@ -24,6 +23,7 @@ from typing import BinaryIO
 
 from ..detect import inspect
 from ..errors import SourceError, UsageError
+from ..log import Logger
 from ..policy import Policy
 from ..report import Code, ImageReport, Severity
 from ..signals import Interrupted, sigterm_raises
@@ -40,7 +40,7 @@ from .config import StoreConfig
 from .errors import ImageRefused, NotFound, StoreError
 from .hashing import ParallelHasher
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 #: Bytes read from the input at a time (and handed to the hashers and the backend).
 PIPE_CHUNK = 4 * 1024 * 1024
