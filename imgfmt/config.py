@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import configparser
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import UsageError
 
@@ -56,8 +56,7 @@ def config_candidates() -> list[str]:
     return [os.path.join(xdg, "imgfmt", "imgfmt.conf"), "/etc/imgfmt/imgfmt.conf"]
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """A parsed configuration file (or the empty one)."""
 
     path: str

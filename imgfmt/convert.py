@@ -42,8 +42,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 from . import qemu
 from .containers.compressed import DECOMPRESSION_CAP, compression, decompress
@@ -119,8 +119,7 @@ class ConversionCheckFailed(ImgfmtError):
     """qemu-img's output failed the check after conversion; it was discarded."""
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """One conversion: ``source`` (or ``source_length`` bytes of it from ``source_offset``)
     into ``destination`` as ``target_format`` (Glance's names: raw, qcow2, vmdk, vhd, ...).
     ``member`` names the disk of an OVA that holds several (its References href)."""
@@ -132,7 +131,7 @@ class Request:
     source_offset: int = 0
     source_length: int | None = None
     member: str | None = None
-    options: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, str] = {}
     compress: bool = False
     sparse_size: int | None = None
     out_of_order: bool = False
@@ -141,8 +140,7 @@ class Request:
     verify: bool = False
 
 
-@dataclass(frozen=True)
-class ConversionResult:
+class ConversionResult(NamedTuple):
     """What was converted, what came out, how it was run and what to know about it.
 
     ``bytes_written`` is the space the output takes on disk (``st_blocks`` * 512).
@@ -232,8 +230,7 @@ def _check_unchanged(path: str, inspected: tuple[int, ...] | None) -> None:
         )
 
 
-@dataclass(frozen=True)
-class _Disk:
+class _Disk(NamedTuple):
     """What qemu-img reads: a disk's report, and the file (or byte range of one) holding it."""
 
     report: ImageReport
@@ -330,7 +327,7 @@ def _in_sectors(disk: _Disk, policy: Policy) -> _Disk:
             f"not {disk.report.disk_format}",
             report,
         )
-    return replace(disk, report=report, length=length)
+    return disk._replace(report=report, length=length)
 
 
 def _inspect(
@@ -374,7 +371,7 @@ def _checked(disk: _Disk, claim: str | None, policy: Policy) -> _Disk:
         raise ConversionRefused(
             f"{report.path}: {report.disk_format} images cannot be converted by imgfmt", report
         )
-    return replace(disk, report=report)
+    return disk._replace(report=report)
 
 
 def _ova_disk(ova: _Disk, member: str | None) -> _Disk:

@@ -190,7 +190,7 @@ def _guard_raw(source: Source) -> Inspection:
         return Inspection("raw", size, {}, (finding,))
     if inspection.details.get("partition_table") or inspection.details.get("filesystem"):
         return inspection
-    return replace(inspection, details={**inspection.details, "magic": _magic(source)})
+    return inspection._replace(details={**inspection.details, "magic": _magic(source)})
 
 
 def _magic(source: Source) -> str:

@@ -24,8 +24,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .config import Config, ConfigError
 from .errors import ImgfmtError, UsageError
@@ -65,8 +64,7 @@ SECTOR = 512
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """Resource limits for one qemu-img process (``setrlimit`` RLIMIT_AS and RLIMIT_CPU).
 
     The defaults let a multi-hundred-GiB image convert: with ``MALLOC_ARENAS`` qemu-img 7.2
@@ -122,8 +120,7 @@ def _describe_exit(returncode: int) -> str:
     return f"was killed by {signal.Signals(signum).name}"
 
 
-@dataclass(frozen=True)
-class ImageRef:
+class ImageRef(NamedTuple):
     """An image as qemu-img opens it: a file, or ``length`` bytes of it from ``offset``."""
 
     path: str
@@ -202,8 +199,7 @@ def compare(first: ImageRef, second: ImageRef, limits: Limits) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class ConvertArgs:
+class ConvertArgs(NamedTuple):
     """What ``qemu-img convert`` is asked to write; ``options`` are already validated."""
 
     target_format: str

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from ..report import Finding, ImageReport
 from ..source import Source
@@ -32,8 +31,7 @@ class Reader(Protocol):
 InspectMember = Callable[[Source], ImageReport]
 
 
-@dataclass(frozen=True)
-class ContainerInspection:
+class ContainerInspection(NamedTuple):
     """What a container reader learned: the disk inside, the container's facts and findings.
 
     ``disk_format`` and ``virtual_size`` are those of the container's (first) disk, as Glance
@@ -43,7 +41,7 @@ class ContainerInspection:
     format: str
     disk_format: str | None
     virtual_size: int | None
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = {}
     findings: tuple[Finding, ...] = ()
     members: tuple[ImageReport, ...] = ()
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import NamedTuple
 
 from ..report import Code, Finding, ImageReport, Location, info, unsafe, warning
 from ..source import SliceSource, Source
@@ -35,8 +36,7 @@ ALGORITHMS = {"SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512"}
 _MANIFEST_LINE = re.compile(r"^(SHA1|SHA256|SHA512)\s*\((.+)\)\s*=\s*([0-9a-fA-F]+)$")
 
 
-@dataclass(frozen=True)
-class ManifestEntry:
+class ManifestEntry(NamedTuple):
     """One manifest line: a file, a digest algorithm and the expected hex digest."""
 
     name: str

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
 from xml.etree.ElementTree import Element, ParseError
 
 from ..errors import FormatError
@@ -64,8 +63,7 @@ _RESOURCE_CPU = "3"
 _RESOURCE_MEMORY = "4"
 
 
-@dataclass(frozen=True)
-class OvfFile:
+class OvfFile(NamedTuple):
     """A References/File entry: what the package must hold under ``href``."""
 
     id: str
@@ -74,8 +72,7 @@ class OvfFile:
     compression: str | None
 
 
-@dataclass(frozen=True)
-class OvfDisk:
+class OvfDisk(NamedTuple):
     """A DiskSection/Disk: the file it lives in and its declared capacity in bytes."""
 
     disk_id: str
@@ -95,13 +92,12 @@ class OvfDisk:
         }
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(NamedTuple):
     """The parts of an OVF descriptor imgfmt checks and reports."""
 
     files: tuple[OvfFile, ...] = ()
     disks: tuple[OvfDisk, ...] = ()
-    details: dict[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = {}
     findings: tuple[Finding, ...] = ()
 
     @classmethod

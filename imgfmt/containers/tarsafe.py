@@ -20,8 +20,7 @@ import hashlib
 import posixpath
 import struct
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..errors import FormatError, TruncatedError, UnverifiableError
 from ..report import Code, Finding, unsafe, warning
@@ -128,8 +127,7 @@ class StreamCursor:
             length -= len(chunk)
 
 
-@dataclass(frozen=True)
-class TarMember:
+class TarMember(NamedTuple):
     """One archive entry: its name, type flag, data size and where its header and data start."""
 
     name: str

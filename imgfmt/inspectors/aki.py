@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..log import Logger
 from ..report import Code, Finding, unsafe, warning
@@ -110,8 +109,7 @@ PAYLOAD_COMPRESSION = (
 )
 
 
-@dataclass(frozen=True)
-class SetupHeader:
+class SetupHeader(NamedTuple):
     """The fields of the x86 setup header this inspector reads (boot.rst names)."""
 
     setup_sects: int
@@ -151,8 +149,7 @@ ARM64_FLAG_PHYS_BASE = 1 << 3
 ARM64_KNOWN_FLAGS = 0xF
 
 
-@dataclass(frozen=True)
-class Arm64Header:
+class Arm64Header(NamedTuple):
     """The 64-byte header at the start of an arm64 ``Image``."""
 
     code0: int
@@ -211,8 +208,7 @@ ELF_MACHINES = {
 }
 
 
-@dataclass(frozen=True)
-class ElfHeader:
+class ElfHeader(NamedTuple):
     """The ELF file header fields this inspector reads."""
 
     elf_class: int
@@ -249,11 +245,10 @@ class ElfHeader:
         return ELF_PHDR[self.elf_class, self.byte_order]
 
 
-@dataclass(frozen=True)
-class ElfSegment:
+class ElfSegment(NamedTuple):
     """One program header: where its bytes are in the file."""
 
-    index: int
+    number: int
     p_type: int
     p_offset: int
     p_filesz: int
@@ -264,8 +259,7 @@ class ElfSegment:
         return cls(index, *layout.unpack(data))
 
 
-@dataclass(frozen=True)
-class ElfKernel:
+class ElfKernel(NamedTuple):
     """An ELF file that passed the kernel rule in the module docstring."""
 
     header: ElfHeader
@@ -518,12 +512,12 @@ def _inspect_elf(source: Source, size: int) -> tuple[dict[str, Any], list[Findin
 def _check_segments(segments: tuple[ElfSegment, ...], hdr: ElfHeader, size: int) -> list[Finding]:
     findings = []
     for seg in segments:
-        at = hdr.e_phoff + seg.index * hdr.e_phentsize
+        at = hdr.e_phoff + seg.number * hdr.e_phentsize
         if seg.p_offset + seg.p_filesz > size:
             findings.append(
                 unsafe(
                     Code.TRUNCATED,
-                    f"aki: ELF program header {seg.index} at {at:#x} places {seg.p_filesz:#x} "
+                    f"aki: ELF program header {seg.number} at {at:#x} places {seg.p_filesz:#x} "
                     f"bytes at {seg.p_offset:#x}, past the end of the file ({size:#x})",
                     at,
                 )
@@ -532,7 +526,7 @@ def _check_segments(segments: tuple[ElfSegment, ...], hdr: ElfHeader, size: int)
             findings.append(
                 unsafe(
                     Code.INVALID_HEADER,
-                    f"aki: ELF program header {seg.index} at {at:#x} has p_filesz "
+                    f"aki: ELF program header {seg.number} at {at:#x} has p_filesz "
                     f"{seg.p_filesz:#x} larger than p_memsz {seg.p_memsz:#x}",
                     at,
                 )

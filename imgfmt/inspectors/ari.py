@@ -35,8 +35,7 @@ import lzma
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import IO, Any, Protocol, cast
+from typing import IO, Any, NamedTuple, Protocol, cast
 
 import zstandard
 
@@ -80,8 +79,7 @@ CPIO_HEADER = struct.Struct("6s" + "8s" * 13)
 HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
-@dataclass(frozen=True)
-class CpioHeader:
+class CpioHeader(NamedTuple):
     """A ``newc``/``crc`` header: the magic and thirteen 8-digit hex fields."""
 
     magic: bytes
@@ -114,15 +112,14 @@ class CpioHeader:
         return cls(magic, *values)
 
 
-CPIO_FIELD_NAMES = tuple(f.name for f in fields(CpioHeader))[1:]
+CPIO_FIELD_NAMES = CpioHeader._fields[1:]
 
 
 # ---------------------------------------------------------------------------------------------
 # Bounded decompression of the start of a stream.
 
 
-@dataclass(frozen=True)
-class Head:
+class Head(NamedTuple):
     """The start of a decompressed stream.
 
     ``ended``: the stream's end was reached, so ``data`` is all of it. ``truncated``: the file
@@ -248,8 +245,7 @@ class _Corrupt(Exception):
     """Compressed data the decoder cannot make sense of."""
 
 
-@dataclass(frozen=True)
-class Lz4Frame:
+class Lz4Frame(NamedTuple):
     """The parts of an LZ4 frame descriptor that decide how blocks are laid out."""
 
     header_size: int
@@ -268,21 +264,27 @@ class Lz4Frame:
 
 def _lz4_block(src: bytes, out: bytearray, want: int) -> None:
     """Decode LZ4 sequences from ``src`` onto ``out`` until ``src`` or ``want`` runs out."""
-    pos = 0
-    while pos < len(src) and len(out) < want:
+    pos, end = 0, len(src)
+    while pos < end and len(out) < want:
         token = src[pos]
-        literals, pos = _lz4_length(src, pos + 1, token >> 4)
+        literals, pos = token >> 4, pos + 1
+        if literals == 15:
+            literals, pos = _lz4_length(src, pos, literals)
         out += src[pos : pos + literals]
         pos += literals
-        if pos + 2 > len(src) or len(out) >= want:
+        if pos + 2 > end or len(out) >= want:
             return
-        distance = int.from_bytes(src[pos : pos + 2], "little")
-        length, pos = _lz4_length(src, pos + 2, token & 0x0F)
+        distance, length, pos = src[pos] | src[pos + 1] << 8, token & 0x0F, pos + 2
+        if length == 15:
+            length, pos = _lz4_length(src, pos, length)
         if distance == 0 or distance > len(out):
             raise _Corrupt(f"LZ4 match distance {distance} reaches before the data")
         length = min(length + LZ4_MIN_MATCH, want - len(out))
-        window = out[len(out) - distance :][:length]
-        out += (window * (length // len(window) + 1))[:length]
+        start = len(out) - distance
+        if length <= distance:
+            out += out[start : start + length]
+        else:  # the match overlaps what it produces: the window repeats
+            out += (out[start:] * (length // distance + 1))[:length]
 
 
 def _lz4_length(src: bytes, pos: int, nibble: int) -> tuple[int, int]:
@@ -364,8 +366,7 @@ def _bzip2_head(read: Reader, offset: int, want: int) -> Head:
     return _stdlib_head(bz2.BZ2Decompressor(), read, offset, want)
 
 
-@dataclass(frozen=True)
-class Compression:
+class Compression(NamedTuple):
     name: str
     magic: bytes
     head: HeadFunction | None
@@ -394,19 +395,22 @@ def _compression_at(read: Reader, offset: int) -> Compression | None:
 # Walking cpio archives.
 
 
-@dataclass
 class View:
     """Bytes holding cpio archives: the file itself, or the decompressed start of a stream.
 
     ``end`` is where the data is known to end (``None`` when it goes on past what is held).
     ``origin`` names the place for messages; ``offset`` is the file offset findings carry.
+    ``spent`` counts the bytes fetched so far.
     """
 
-    read: Reader
-    end: int | None
-    origin: str
-    offset: int | None = None
-    spent: int = 0
+    __slots__ = ("end", "offset", "origin", "read", "spent")
+
+    def __init__(self, read: Reader, end: int | None, origin: str, offset: int | None = None):
+        self.read = read
+        self.end = end
+        self.origin = origin
+        self.offset = offset
+        self.spent = 0
 
     def fetch(self, pos: int, length: int) -> bytes:
         data = self.read(pos, length)
@@ -420,16 +424,18 @@ class View:
         return pos if self.offset is None else self.offset
 
 
-@dataclass
 class Segment:
     """One top-level piece of the initramfs: an uncompressed archive or a compressed stream."""
 
-    offset: int
-    compression: str
-    format: str | None = None
-    entries: int = 0
-    names: list[str] = field(default_factory=list)
-    complete: bool = False
+    __slots__ = ("complete", "compression", "entries", "format", "names", "offset")
+
+    def __init__(self, offset: int, compression: str) -> None:
+        self.offset = offset
+        self.compression = compression
+        self.format: str | None = None
+        self.entries = 0
+        self.names: list[str] = []
+        self.complete = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -442,15 +448,17 @@ class Segment:
         }
 
 
-@dataclass
 class Walk:
     """What walking the whole file found."""
 
-    segments: list[Segment] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    entries: int = 0
-    checksummed: int = 0
-    complete: bool = False
+    __slots__ = ("checksummed", "complete", "entries", "findings", "segments")
+
+    def __init__(self) -> None:
+        self.segments: list[Segment] = []
+        self.findings: list[Finding] = []
+        self.entries = 0
+        self.checksummed = 0
+        self.complete = False
 
 
 def _walk_archive(view: View, pos: int, seg: Segment, walk: Walk) -> int | None:

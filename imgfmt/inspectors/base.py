@@ -8,6 +8,11 @@ An inspector is a class with two class methods:
   (``TruncatedError`` for short data); everything else that is wrong is a finding.
 
 Inspectors never read a whole image: each read is bounded by a named cap in the module.
+
+Parsed records (headers, table entries, an ``Inspection``) are ``NamedTuple`` classes: as
+immutable as frozen dataclasses, and defined about five times faster, which every
+``imgfmt inspect`` pays for each inspector module it loads (0.6 ms a dataclass here). The
+public report types in ``imgfmt.report`` and ``imgfmt.policy`` stay dataclasses.
 """
 
 from __future__ import annotations
@@ -15,21 +20,19 @@ from __future__ import annotations
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from ..errors import FormatError, TruncatedError
 from ..report import Code, Finding, info
 from ..source import Source
 
 
-@dataclass(frozen=True)
-class Inspection:
+class Inspection(NamedTuple):
     """What one inspector learned: the virtual size, format details and findings."""
 
     format: str
     virtual_size: int
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = {}
     findings: tuple[Finding, ...] = ()
 
 

@@ -21,8 +21,7 @@ import itertools
 import struct
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..source import Source
 from .base import cstring
@@ -51,8 +50,7 @@ EXT3_INCOMPAT_SUPPORTED = (
 EXT3_RO_COMPAT_SUPPORTED = 0x0001 | 0x0002 | 0x0004  # sparse_super, large_file, btree_dir
 
 
-@dataclass(frozen=True)
-class Filesystem:
+class Filesystem(NamedTuple):
     """What a superblock says about the filesystem behind it."""
 
     type: str
@@ -91,8 +89,7 @@ EXT_BLOCKS_COUNT_HI_OFFSET = 0x150
 EXT_MAGIC = 0xEF53
 
 
-@dataclass(frozen=True)
-class ExtSuperBlock:
+class ExtSuperBlock(NamedTuple):
     """The identifying fields of an ext2/3/4 super block."""
 
     s_blocks_count: int
@@ -141,8 +138,7 @@ XFS_SUPER = struct.Struct(">4sIQ16x16s60x12s")
 XFS_MAGIC = b"XFSB"
 
 
-@dataclass(frozen=True)
-class XfsSuperBlock:
+class XfsSuperBlock(NamedTuple):
     """The identifying fields of an XFS superblock."""
 
     sb_magicnum: bytes
@@ -181,8 +177,7 @@ FAT16_MAX_CLUSTERS = 65525
 FAT_NO_NAME = "NO NAME"
 
 
-@dataclass(frozen=True)
-class FatBootSector:
+class FatBootSector(NamedTuple):
     """The BPB fields that size a FAT volume and tell its FAT type."""
 
     BS_jmpBoot: int
@@ -257,8 +252,7 @@ BTRFS_SUPER = struct.Struct("<32x16s16x8s40xQ179x256s")
 BTRFS_MAGIC = b"_BHRfS_M"
 
 
-@dataclass(frozen=True)
-class BtrfsSuperBlock:
+class BtrfsSuperBlock(NamedTuple):
     """The identifying fields of a Btrfs superblock."""
 
     fsid: bytes

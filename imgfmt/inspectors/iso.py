@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import binascii
 import struct
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from ..report import Code, Finding, unsafe, warning
 from ..source import Source
@@ -150,8 +149,7 @@ def _dstring(raw: bytes) -> str | None:
     return text.rstrip("\0") or None
 
 
-@dataclass(frozen=True)
-class VolumeDescriptor:
+class VolumeDescriptor(NamedTuple):
     """A primary or supplementary volume descriptor (ECMA-119 8.4, 8.5)."""
 
     volume_descriptor_type: int
@@ -187,8 +185,7 @@ class VolumeDescriptor:
         return _ucs2(raw) if self.joliet_level else _a_chars(raw)
 
 
-@dataclass(frozen=True)
-class BootRecord:
+class BootRecord(NamedTuple):
     """A boot record volume descriptor (ECMA-119 8.2) with El Torito's catalog pointer."""
 
     volume_descriptor_type: int
@@ -207,8 +204,7 @@ class BootRecord:
         return self.boot_system_identifier == EL_TORITO_ID
 
 
-@dataclass(frozen=True)
-class UdfTag:
+class UdfTag(NamedTuple):
     """An ECMA-167 3/7.2 descriptor tag."""
 
     tag_identifier: int
@@ -240,8 +236,7 @@ class UdfTag:
         )
 
 
-@dataclass(frozen=True)
-class DescriptorSet:
+class DescriptorSet(NamedTuple):
     """What the volume descriptor set and the volume recognition sequence hold."""
 
     primary: VolumeDescriptor | None

@@ -15,8 +15,7 @@ volume is named and refused; qemu gives it no size, so its virtual size is repor
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..log import Logger
 from ..report import Code, Finding, info, unsafe
@@ -64,8 +63,7 @@ _LUKS2_HEADER = struct.Struct(">6sHQQ48s32s64s40s48sQ")
 _SLOTS_AT = _PHDR.size
 
 
-@dataclass(frozen=True)
-class KeySlot:
+class KeySlot(NamedTuple):
     """One of the eight key slots of the LUKS1 phdr."""
 
     active: int
@@ -79,8 +77,7 @@ class KeySlot:
         return cls(*_KEY_SLOT.unpack_from(data))
 
 
-@dataclass(frozen=True)
-class LuksHeader:
+class LuksHeader(NamedTuple):
     """The LUKS1 partition header (phdr) with its key slots."""
 
     magic: bytes
@@ -109,8 +106,7 @@ class LuksHeader:
         return -(-sectors // HEADER_SECTORS) * HEADER_SECTORS
 
 
-@dataclass(frozen=True)
-class Luks2Header:
+class Luks2Header(NamedTuple):
     """The LUKS2 binary header; only its identifying fields are used."""
 
     magic: bytes

@@ -18,8 +18,7 @@ from __future__ import annotations
 import struct
 import uuid
 import zlib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import UnverifiableError
 from ..log import Logger
@@ -94,8 +93,7 @@ GPT_TYPE_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class Partition:
+class Partition(NamedTuple):
     """One partition, with its extent in bytes from the start of the image."""
 
     number: int
@@ -126,8 +124,7 @@ class Partition:
         return found
 
 
-@dataclass(frozen=True)
-class PartitionTable:
+class PartitionTable(NamedTuple):
     """A partition table and what was wrong with it.
 
     ``scheme`` is ``"gpt"`` when a GPT header is present (its protective or hybrid MBR is then
@@ -144,8 +141,7 @@ class PartitionTable:
     unread: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class MbrEntry:
+class MbrEntry(NamedTuple):
     """A partition record of an MBR or EBR (UEFI Table 5.3)."""
 
     boot_indicator: int
@@ -184,8 +180,7 @@ def _mbr_entries(sector: bytes) -> tuple[MbrEntry, ...] | None:
     return entries
 
 
-@dataclass(frozen=True)
-class GptHeader:
+class GptHeader(NamedTuple):
     """The GPT header (UEFI Table 5.5)."""
 
     signature: bytes
@@ -221,8 +216,7 @@ class GptHeader:
         return self.number_of_partition_entries * self.size_of_partition_entry
 
 
-@dataclass(frozen=True)
-class GptEntry:
+class GptEntry(NamedTuple):
     """A GPT partition entry (UEFI Table 5.6)."""
 
     partition_type_guid: bytes

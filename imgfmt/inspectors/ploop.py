@@ -14,8 +14,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..log import Logger
 from ..report import Code, Finding, info, unsafe, warning
@@ -55,8 +54,7 @@ _FEATURE_HEADER = struct.Struct("<QQII")
 _DIRTY_BITMAP = struct.Struct("<Q16sII")
 
 
-@dataclass(frozen=True)
-class ParallelsHeader:
+class ParallelsHeader(NamedTuple):
     """The 64-byte image header (parallels.txt, "Header")."""
 
     magic: bytes
@@ -103,8 +101,7 @@ class ParallelsHeader:
         return -(-self.bat_end // SECTOR_SIZE) * SECTOR_SIZE
 
 
-@dataclass(frozen=True)
-class FeatureHeader:
+class FeatureHeader(NamedTuple):
     """One feature section header of the Format Extension cluster."""
 
     magic: int
@@ -117,8 +114,7 @@ class FeatureHeader:
         return cls(*_FEATURE_HEADER.unpack_from(data))
 
 
-@dataclass(frozen=True)
-class DirtyBitmapFeature:
+class DirtyBitmapFeature(NamedTuple):
     """The fixed part of the dirty bitmap feature; its L1 table follows."""
 
     size: int
@@ -295,12 +291,18 @@ class PloopInspector(Inspector):
     def _check_entries(
         cls, h: ParallelsHeader, entries: tuple[int, ...], size: int | None
     ) -> list[Finding]:
+        scale = h.off_multiplier * SECTOR_SIZE
+        lowest = min(filter(None, entries), default=0)
+        if not lowest or (
+            lowest * scale >= h.data_start and (size is None or max(entries) * scale < size)
+        ):
+            return []  # every cluster in bounds: no entry needs a look of its own
         below = []
         past_eof = []
         for index, entry in enumerate(entries):
             if not entry:
                 continue
-            offset = entry * h.off_multiplier * SECTOR_SIZE
+            offset = entry * scale
             if offset < h.data_start:
                 below.append(index)
             elif size is not None and offset >= size:
@@ -363,7 +365,8 @@ class PloopInspector(Inspector):
         magic, check_sum = _EXT_HEADER.unpack_from(cluster)
         if magic != FORMAT_EXTENSION_MAGIC:
             return [cls._refused(f"Format Extension magic {magic:#x} is wrong", start)], []
-        if hashlib.md5(cluster[_EXT_HEADER.size :], usedforsecurity=False).digest() != check_sum:
+        body = memoryview(cluster)[_EXT_HEADER.size :]
+        if hashlib.md5(body, usedforsecurity=False).digest() != check_sum:
             return [
                 unsafe(
                     Code.CHECKSUM_MISMATCH,

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import TruncatedError
 from ..log import Logger
@@ -142,8 +141,7 @@ MAX_BITMAPS_READ = 64
 REFUSED = "qemu 7.2 refuses to open the image"
 
 
-@dataclass(frozen=True)
-class Qcow2Header:
+class Qcow2Header(NamedTuple):
     """The fixed header; version 2 images get qemu's defaults for the version 3 fields."""
 
     magic: bytes
@@ -203,8 +201,7 @@ class Qcow2Header:
         return "0.10" if self.version == 2 else "1.1"
 
 
-@dataclass(frozen=True)
-class Extension:
+class Extension(NamedTuple):
     """One header extension: its type, length and where its data starts."""
 
     magic: int
@@ -217,8 +214,7 @@ class Extension:
         return cls(magic, length, offset + EXTENSION.size)
 
 
-@dataclass(frozen=True)
-class FeatureName:
+class FeatureName(NamedTuple):
     """One entry of the feature name table extension."""
 
     type: int
@@ -231,8 +227,7 @@ class FeatureName:
         return cls(kind, bit, cstring(name))
 
 
-@dataclass(frozen=True)
-class CryptoHeaderExtension:
+class CryptoHeaderExtension(NamedTuple):
     """Where the LUKS header of an encrypted image lies (qcow2.txt "Full disk encryption")."""
 
     offset: int
@@ -243,8 +238,7 @@ class CryptoHeaderExtension:
         return cls(*CRYPTO_EXTENSION.unpack(data))
 
 
-@dataclass(frozen=True)
-class BitmapsExtension:
+class BitmapsExtension(NamedTuple):
     """The bitmaps extension: count and location of the bitmap directory."""
 
     nb_bitmaps: int
@@ -257,8 +251,7 @@ class BitmapsExtension:
         return cls(*BITMAPS_EXTENSION.unpack(data))
 
 
-@dataclass(frozen=True)
-class SnapshotEntry:
+class SnapshotEntry(NamedTuple):
     """The fixed part of one snapshot table entry, plus the known extra data."""
 
     l1_table_offset: int
@@ -282,8 +275,7 @@ class SnapshotEntry:
         return (raw + 7) & ~7
 
 
-@dataclass(frozen=True)
-class BitmapDirectoryEntry:
+class BitmapDirectoryEntry(NamedTuple):
     """The fixed part of one bitmap directory entry (qcow2.txt "Bitmap directory")."""
 
     bitmap_table_offset: int
@@ -304,20 +296,20 @@ class BitmapDirectoryEntry:
         return (raw + 7) & ~7
 
 
-@dataclass
 class Extensions:
     """What the header extensions say, as qemu would take it (the last of duplicates wins)."""
 
-    backing_format: str | None = None
-    feature_names: dict[tuple[int, int], str] = field(default_factory=dict)
-    crypto: CryptoHeaderExtension | None = None
-    crypto_offset: int | None = None
-    bitmaps: BitmapsExtension | None = None
-    bitmaps_offset: int | None = None
-    data_file: str | None = None
-    data_file_offset: int | None = None
-    seen: list[Extension] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.backing_format: str | None = None
+        self.feature_names: dict[tuple[int, int], str] = {}
+        self.crypto: CryptoHeaderExtension | None = None
+        self.crypto_offset: int | None = None
+        self.bitmaps: BitmapsExtension | None = None
+        self.bitmaps_offset: int | None = None
+        self.data_file: str | None = None
+        self.data_file_offset: int | None = None
+        self.seen: list[Extension] = []
+        self.findings: list[Finding] = []
 
 
 class Qcow2Inspector(Inspector):

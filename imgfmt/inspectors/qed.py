@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..log import Logger
 from ..report import Code, Finding, info, unsafe, warning
@@ -62,8 +61,7 @@ BACKING_FILENAME_BUFFER = 4096
 REFUSED = "qemu 7.2 refuses to open the image"
 
 
-@dataclass(frozen=True)
-class QedHeader:
+class QedHeader(NamedTuple):
     """The QED header; fields as in qed_spec.txt."""
 
     magic: bytes

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import struct
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..log import Logger
 from ..report import Code, Finding, unsafe, warning
@@ -46,8 +45,7 @@ _NULL_UUID = bytes(16)
 _FORGED = "no VDI writer lays a file out so; qemu would take metadata for disk data"
 
 
-@dataclass(frozen=True)
-class VdiHeader:
+class VdiHeader(NamedTuple):
     """The pre-header and ``VDIHEADER1`` at offset 0 (VDICore.h)."""
 
     text: bytes

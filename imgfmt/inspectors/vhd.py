@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import struct
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..log import Logger
 from ..report import Code, Finding, unsafe, warning
@@ -89,8 +88,7 @@ def vhd_checksum(record: bytes, checksum_at: int) -> int:
     return ~total & 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class VhdFooter:
+class VhdFooter(NamedTuple):
     """The hard disk footer (spec "Hard Disk Footer Format"), with qemu's field names."""
 
     creator: bytes
@@ -126,8 +124,7 @@ class VhdFooter:
         return self.cyls * self.heads * self.secs_per_cyl
 
 
-@dataclass(frozen=True)
-class ParentLocator:
+class ParentLocator(NamedTuple):
     """One parent locator entry of the dynamic disk header."""
 
     platform: bytes
@@ -137,8 +134,7 @@ class ParentLocator:
     data_offset: int
 
 
-@dataclass(frozen=True)
-class DynDiskHeader:
+class DynDiskHeader(NamedTuple):
     """The dynamic disk header (spec "Dynamic Disk Header Format"), with qemu's names."""
 
     magic: bytes

@@ -26,8 +26,7 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..log import Logger
 from ..report import Code, Finding, info, unsafe, warning
@@ -212,8 +211,7 @@ def block_checksum(block: bytes) -> int:
     return crc32c(block[:4] + bytes(4) + block[8:])
 
 
-@dataclass(frozen=True)
-class FileIdentifier:
+class FileIdentifier(NamedTuple):
     """The file type identifier at offset 0 (MS-VHDX 2.2.1)."""
 
     signature: bytes
@@ -228,8 +226,7 @@ class FileIdentifier:
         return self.creator.decode("utf-16-le", errors="replace").split("\0", 1)[0]
 
 
-@dataclass(frozen=True)
-class VhdxHeader:
+class VhdxHeader(NamedTuple):
     """One of the two headers (MS-VHDX 2.2.2), with qemu's field names."""
 
     signature: bytes
@@ -248,8 +245,7 @@ class VhdxHeader:
         return cls(*_HEADER.unpack_from(data))
 
 
-@dataclass(frozen=True)
-class RegionTableEntry:
+class RegionTableEntry(NamedTuple):
     """A region table entry (MS-VHDX 2.2.3.2)."""
 
     guid: bytes
@@ -266,8 +262,7 @@ class RegionTableEntry:
         return (self.file_offset + self.length) & U64
 
 
-@dataclass(frozen=True)
-class MetadataTableEntry:
+class MetadataTableEntry(NamedTuple):
     """A metadata table entry (MS-VHDX 2.6.1.2); ``offset`` is relative to the region."""
 
     item_id: bytes
@@ -281,8 +276,7 @@ class MetadataTableEntry:
         return cls(*_METADATA_ENTRY.unpack_from(data, offset))
 
 
-@dataclass(frozen=True)
-class Metadata:
+class Metadata(NamedTuple):
     """The metadata items qemu reads, decoded."""
 
     block_size: int
@@ -301,8 +295,7 @@ class Metadata:
         return bool(self.data_bits & PARAMS_LEAVE_BLOCKS_ALLOCATED)
 
 
-@dataclass(frozen=True)
-class Regions:
+class Regions(NamedTuple):
     """What the region table gave: the two known regions and every range qemu registered."""
 
     bat: RegionTableEntry

@@ -28,8 +28,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..log import Logger
 from ..report import Code, Finding, info, unsafe, warning
@@ -155,8 +154,7 @@ _HEX = re.compile(r"[ \t\n\v\f\r]*([+-]?)(?:0[xX])?([0-9a-fA-F]+)")
 _DECIMAL = re.compile(r"[+-]?[0-9]+")
 
 
-@dataclass(frozen=True)
-class SparseExtentHeader:
+class SparseExtentHeader(NamedTuple):
     """``SparseExtentHeader`` of a hosted sparse extent (Virtual Disk Format 1.1, 3.4.1).
 
     Offsets and sizes are in sectors, as on disk.
@@ -182,8 +180,7 @@ class SparseExtentHeader:
         return cls(*_SPARSE_HEADER.unpack_from(data))
 
 
-@dataclass(frozen=True)
-class Marker:
+class Marker(NamedTuple):
     """A stream marker sector: ``val`` (LBA or sector count), ``size`` 0, then its ``type``."""
 
     val: int
@@ -195,8 +192,7 @@ class Marker:
         return cls(*_MARKER.unpack_from(data))
 
 
-@dataclass(frozen=True)
-class CowdHeader:
+class CowdHeader(NamedTuple):
     """``COWDisk_Header`` of an ESX Server sparse extent (Virtual Disk Format 1.1, 3.5)."""
 
     magic: bytes
@@ -225,8 +221,7 @@ class CowdHeader:
         return _utf8(self.u[:1024].split(b"\0", 1)[0].decode("latin-1"))
 
 
-@dataclass(frozen=True)
-class Extent:
+class Extent(NamedTuple):
     """One extent line: ``ACCESS SECTORS TYPE "FILENAME" OFFSET`` (the last two optional)."""
 
     access: str
@@ -248,8 +243,7 @@ class Extent:
         }
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(NamedTuple):
     """A descriptor parsed strictly, line by line; ``problems`` holds what did not parse."""
 
     keys: Mapping[str, tuple[str, int]]
@@ -293,8 +287,7 @@ class Descriptor:
         return default if entry is None else entry[1]
 
 
-@dataclass(frozen=True)
-class QemuView:
+class QemuView(NamedTuple):
     """What qemu's ``strstr``/``sscanf`` code takes from the descriptor window it reads."""
 
     cid: int | None
@@ -304,8 +297,7 @@ class QemuView:
     hint_error: str | None
 
 
-@dataclass(frozen=True)
-class QemuExtent:
+class QemuExtent(NamedTuple):
     """An extent qemu's vmdk_parse_extents would open."""
 
     type: str
