@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,63 @@ def test_command_runs(command: list[str], backed_image: Path) -> None:
         check=False,
     )
     assert (proc.returncode, proc.stdout) == (1, "false\n")
+
+
+@pytest.fixture()
+def many_images(tmp_path: Path, safe_image: Path, backed_image: Path) -> list[str]:
+    """Thirty paths: safe and unsafe qcow2 images, raw files, and two that do not exist."""
+    paths = []
+    for n in range(30):
+        if n % 7 == 3:
+            paths.append(str(tmp_path / f"missing-{n}.img"))
+        elif n % 5 == 0:
+            paths.append(str(backed_image))
+        elif n % 2:
+            raw = tmp_path / f"raw-{n}.img"
+            raw.write_bytes(bytes([n]) * 512 * (n + 1))
+            paths.append(str(raw))
+        else:
+            paths.append(str(_qcow2(tmp_path / f"disk-{n}.qcow2", f"{n + 1}M")))
+    return paths
+
+
+def test_many_images_are_shared_out_over_processes_with_the_same_output(
+    many_images: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_by_one = [_run("inspect", "-f", "json", path) for path in many_images]
+    forks = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2})
+    monkeypatch.setattr(os, "fork", fork)
+    code, out, err = _run("inspect", "-f", "json", *many_images)
+    assert len(forks) == 2  # three batches of ten: two forked, one in this process
+    assert code == 2
+    assert json.loads(out) == [r for _, o, _ in one_by_one if o for r in json.loads(o)]
+    assert err == "".join(e for _, _, e in one_by_one)
+    assert err.count("imgfmt: ") == sum(1 for p in many_images if "missing" in p)
+
+
+def test_a_forked_inspection_that_raises_is_not_lost(
+    many_images: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imgfmt import detect
+
+    real_inspect = detect.inspect
+
+    def inspect(path: str, *args: object) -> object:
+        if path == many_images[-1]:
+            raise ValueError("an inspector bug")
+        return real_inspect(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(detect, "inspect", inspect)
+    result = CliRunner().invoke(cli, ["inspect", *many_images])
+    assert isinstance(result.exception, RuntimeError)
+    assert "failed in forked process" in str(result.exception)
+    assert "ValueError: an inspector bug" in str(result.exception)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
 from . import render
 from .main import EXIT_ERROR, EXIT_OK, EXIT_UNSAFE
+
+#: What inspecting one image gives: its report as a dict, or the message of the error it met.
+Outcome = tuple[dict[str, Any] | None, str | None]
+#: Fewest images a process takes before another is forked to share the work.
+MIN_BATCH = 8
+#: Exit status of a forked inspector whose inspection raised; its traceback is its output.
+WORKER_FAILED = 70
 
 COLUMNS = (
     "path",
@@ -79,20 +89,82 @@ def inspect_command(
     except ImgfmtError as exc:
         render.abort(str(exc), EXIT_ERROR)
 
-    reports, status = [], EXIT_OK
-    for image in images:
+    def inspect_one(image: str) -> Outcome:
         try:
             report = inspect(image, policy, expect_format, expect_container)
         except SourceError as exc:
-            render.error(str(exc))
+            return None, str(exc)
+        return report.to_dict(), None
+
+    reports, status = [], EXIT_OK
+    for report, problem in _outcomes(images, inspect_one):
+        if report is None:
+            render.error(str(problem))
             status = EXIT_ERROR
             continue
-        reports.append(report.to_dict())
-        if not report.safe and status == EXIT_OK:
+        reports.append(report)
+        if not report["safe"] and status == EXIT_OK:
             status = EXIT_UNSAFE
 
     _emit(fmt, wanted, reports)
     ctx.exit(status)
+
+
+def _outcomes(images: Sequence[str], inspect_one: Callable[[str], Outcome]) -> list[Outcome]:
+    """Each image's outcome, in order. Many images are shared out over the usable cores: the
+    first batch is inspected here, each other batch in a process forked for it."""
+    workers = min(len(os.sched_getaffinity(0)), len(images) // MIN_BATCH)
+    if workers < 2 or "-" in images:  # standard input can be read by one process only
+        return [inspect_one(image) for image in images]
+    size = -(-len(images) // workers)
+    batches = [images[start : start + size] for start in range(0, len(images), size)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children = [_fork(batch, inspect_one) for batch in batches[1:]]
+    outcomes = [inspect_one(image) for image in batches[0]]
+    for child, batch in zip(children, batches[1:], strict=True):
+        outcomes += _collect(child, batch)
+    return outcomes
+
+
+def _fork(batch: Sequence[str], inspect_one: Callable[[str], Outcome]) -> tuple[int, int]:
+    """A child inspecting ``batch``: its pid and the pipe its pickled outcomes come through.
+    A child that fails sends the traceback instead and exits with ``WORKER_FAILED``."""
+    import pickle
+
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(writable)
+        return pid, readable
+    os.close(readable)
+    status = 0
+    try:
+        data = pickle.dumps([inspect_one(image) for image in batch])
+    except BaseException:
+        import traceback
+
+        data, status = pickle.dumps(traceback.format_exc()), WORKER_FAILED
+    try:
+        with open(writable, "wb") as pipe:
+            pipe.write(data)
+    finally:
+        os._exit(status)
+
+
+def _collect(child: tuple[int, int], batch: Sequence[str]) -> list[Outcome]:
+    import pickle
+
+    pid, readable = child
+    with open(readable, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or not data:
+        detail = pickle.loads(data) if data else f"wait status {status}"
+        where = f"{batch[0]} .. {batch[-1]}"
+        raise RuntimeError(f"inspecting {where} failed in forked process {pid}:\n{detail}")
+    outcomes: list[Outcome] = pickle.loads(data)
+    return outcomes
 
 
 def _policy(
