@@ -9,12 +9,19 @@ Options (section of the backend): ``filesystem_store_datadir`` or the repeatable
 A write goes to ``<datadir>/.<id>.<pid>.imgfmt-partial`` and is renamed when complete. The
 data is not fsynced before the rename, as in Glance's driver: a crash of the process never
 exposes partial data under the final name, a crash of the machine may.
+
+The data goes to the disk past the page cache (``O_DIRECT``, open(2)) where the filesystem
+allows it: copying 1 GiB into fresh page-cache pages cost 0.3 s to 3 s of system time on the
+benchmark's virtual machine, more than the write itself; written direct from one reused buffer,
+the whole upload took 0.2 s to 0.5 s of system time.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
+import mmap
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -31,6 +38,8 @@ from .errors import NotFound, StoreError, StoreFull
 
 GLANCE_DEFAULT_DATADIR = "/var/lib/glance/images/"
 DEFAULT_CHUNK_SIZE = 64 * 1024
+#: Bytes written past the page cache at a time, from one page-aligned buffer.
+DIRECT_CHUNK = 4 * 1024 * 1024
 _PARTIAL = re.compile(r"^\.(?P<id>[^.]+)\.(?P<pid>\d+)\.imgfmt-partial$")
 
 
@@ -98,23 +107,13 @@ class FileBackend(Backend):
         return Stored(Location(url, self.id, dict(self.metadata)), written)
 
     def _write(self, path: Path, chunks: Iterable[bytes]) -> int:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        written, hole = 0, False
-        try:
+        with _DiskWriter(path) as writer:
             for chunk in chunks:
-                hole = self.thin and chunk == bytes(len(chunk))
-                if hole:
-                    os.lseek(fd, len(chunk), os.SEEK_CUR)
+                if self.thin and chunk == bytes(len(chunk)):
+                    writer.skip(len(chunk))
                 else:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                written += len(chunk)
-            if hole:
-                os.ftruncate(fd, written)
-        finally:
-            os.close(fd)
-        return written
+                    writer.write(chunk)
+        return writer.size
 
     def _os_error(self, exc: OSError, where: Path) -> StoreError:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -163,6 +162,83 @@ class FileBackend(Backend):
                         continue  # another cleanup was quicker
                     removed.append(entry.path)
         return removed
+
+
+class _DiskWriter:
+    """Creates a file and appends to it: whole pages past the page cache, the rest buffered.
+
+    ``O_DIRECT`` wants the buffer, the length and the file offset aligned to the disk's block
+    (a page covers every usual one), so the data is copied into one page-aligned buffer. The
+    first write that cannot be aligned (the end of the image, a hole of odd length) turns
+    ``O_DIRECT`` off for good, as does a filesystem that refuses it (EINVAL at open or write).
+    """
+
+    def __init__(self, path: Path) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        self._buffer: mmap.mmap | None = mmap.mmap(-1, DIRECT_CHUNK)
+        try:
+            self.fd = os.open(path, flags | os.O_DIRECT, 0o600)
+        except OSError as exc:
+            self._buffer.close()
+            self._buffer = None
+            if exc.errno != errno.EINVAL:
+                raise
+            self.fd = os.open(path, flags, 0o600)
+        self.size = 0
+        self._hole = False
+
+    def __enter__(self) -> _DiskWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._hole and exc[0] is None:
+                os.ftruncate(self.fd, self.size)
+        finally:
+            if self._buffer is not None:
+                self._buffer.close()
+            os.close(self.fd)
+
+    def write(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        if self._buffer is not None:
+            view = self._write_direct(view, self._buffer)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.size += len(chunk)
+        self._hole = False
+
+    def skip(self, length: int) -> None:
+        """Leave a hole of ``length`` bytes."""
+        if length % mmap.PAGESIZE:
+            self._buffered()
+        os.lseek(self.fd, length, os.SEEK_CUR)
+        self.size += length
+        self._hole = True
+
+    def _write_direct(self, view: memoryview, buffer: mmap.mmap) -> memoryview:
+        """Write the whole pages at the start of ``view`` direct; return what is left."""
+        while len(view) >= mmap.PAGESIZE:
+            length = min(len(view), DIRECT_CHUNK) // mmap.PAGESIZE * mmap.PAGESIZE
+            buffer[:length] = view[:length]
+            with memoryview(buffer)[:length] as aligned:
+                try:
+                    view = view[os.write(self.fd, aligned) :]
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    break
+        if view:
+            self._buffered()
+        return view
+
+    def _buffered(self) -> None:
+        """Write through the page cache from now on."""
+        if self._buffer is not None:
+            flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+            self._buffer.close()
+            self._buffer = None
 
 
 def _file_perm(spec: BackendSpec) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import signal
@@ -493,3 +495,109 @@ def test_stream_whose_end_changes_its_format_is_refused(tmp_path: Path) -> None:
     [record] = catalog.all()
     assert record.status == "killed"
     assert not any(p.is_file() for p in datadir.rglob("*"))
+
+
+class _Writes:
+    """``os.write`` watched: how many bytes went direct (O_DIRECT) and how many buffered; a
+    direct write numbered ``fail_at`` (from 1) fails with ``errno``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_at: int = 0, errno: int = 0) -> None:
+        self.direct = self.buffered = self.direct_calls = 0
+        self.fail_at, self.errno = fail_at, errno
+        self._write = os.write
+        monkeypatch.setattr(os, "write", self)
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        if not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            self.buffered += len(data)
+            return self._write(fd, data)
+        self.direct_calls += 1
+        if self.direct_calls == self.fail_at:
+            raise OSError(self.errno, os.strerror(self.errno))
+        written = self._write(fd, data)
+        self.direct += written
+        return written
+
+
+def _direct_store(tmp_path: Path) -> tuple[StoreConfig, Catalog]:
+    """A store in the test directory; the test is skipped where its filesystem refuses
+    O_DIRECT."""
+    probe = tmp_path / "probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
+    except OSError as exc:
+        pytest.skip(f"the filesystem under {tmp_path} refuses O_DIRECT: {exc.strerror}")
+    probe.unlink()
+    return _store(tmp_path, [f"{tmp_path / 'images'}:1"])
+
+
+def _stored(record: object) -> bytes:
+    return Path(record.locations[0].url.removeprefix("file://")).read_bytes()  # type: ignore[attr-defined]
+
+
+def test_whole_pages_go_past_the_page_cache_and_the_end_through_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, catalog = _direct_store(tmp_path)
+    image = tmp_path / "odd.raw"
+    image.write_bytes(os.urandom((9 << 20) + 1000))
+    writes = _Writes(monkeypatch)
+    record = _upload(config, catalog, image)
+    assert (writes.direct, writes.buffered) == (9 << 20, 1000)
+    assert _stored(record) == image.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [12288, 100, 8192, -5000, 4096],
+        [-8192, 4096, -4096, 3, -4096],
+        [5, 4096, -(8 << 20), 1 << 20],
+    ],
+    ids=["odd-write", "page-holes", "odd-start"],
+)
+def test_any_chunk_sizes_and_holes_are_stored_exactly(tmp_path: Path, pieces: list[int]) -> None:
+    """Positive: that many random bytes; negative: that many zeros, left as a hole."""
+    config, _ = _store(
+        tmp_path, [f"{tmp_path / 'images'}:1"], "filesystem_thin_provisioning = true\n"
+    )
+    chunks = [os.urandom(n) if n > 0 else bytes(-n) for n in pieces]
+    stored = config.spec(None).backend().add("id", iter(chunks), None)
+    assert stored.size == sum(map(len, chunks))
+    assert (tmp_path / "images" / "id").read_bytes() == b"".join(chunks)
+
+
+@pytest.mark.parametrize("refused_at", ["open", "write"])
+def test_a_filesystem_refusing_o_direct_gets_buffered_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused_at: str
+) -> None:
+    config, catalog = _store(tmp_path, [f"{tmp_path / 'images'}:1"])
+    image = _random_raw(tmp_path / "x.raw", 9)
+    if refused_at == "open":
+        real_open = os.open
+
+        def open_without_direct(path: str, flags: int, *args: int) -> int:
+            if flags & os.O_DIRECT:
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            return real_open(path, flags, *args)
+
+        monkeypatch.setattr(os, "open", open_without_direct)
+    writes = _Writes(monkeypatch, fail_at=1, errno=errno.EINVAL)
+    record = _upload(config, catalog, image)
+    assert (writes.direct, writes.buffered) == (0, 9 << 20)
+    assert _stored(record) == image.read_bytes()
+
+
+def test_a_failed_direct_write_fails_the_upload_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, catalog = _direct_store(tmp_path)
+    image = _random_raw(tmp_path / "x.raw", 9)
+    writes = _Writes(monkeypatch, fail_at=2, errno=errno.EIO)
+    with pytest.raises(StoreError, match="Input/output error"):
+        _upload(config, catalog, image)
+    assert writes.direct == 4 << 20
+    assert os.listdir(tmp_path / "images") == []
+    [record] = catalog.all()
+    assert record.status == "killed"
+    assert "Input/output error" in record.properties["imgfmt_kill_reason"]
