@@ -16,15 +16,32 @@ from typing import Any
 QUEUE_DEPTH = 8
 
 
-class _Worker(threading.Thread):
+class BackgroundDigest(threading.Thread):
+    """One hashlib digest fed on a thread of its own: ``update`` queues a chunk (waiting while
+    ``QUEUE_DEPTH`` are queued), ``hexdigest`` waits for the queue to drain."""
+
     def __init__(self, digest: Any) -> None:
         super().__init__(daemon=True)
         self.digest = digest
-        self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_DEPTH)
+        self.queue: queue.Queue[bytes | memoryview | None] = queue.Queue(QUEUE_DEPTH)
+        self.start()
 
     def run(self) -> None:
         while (chunk := self.queue.get()) is not None:
             self.digest.update(chunk)
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        self.queue.put(chunk)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return str(self.digest.hexdigest())
+
+    def close(self) -> None:
+        """Stop the thread once the queued chunks are digested (idempotent)."""
+        if self.is_alive():
+            self.queue.put(None)
+            self.join()
 
 
 class ParallelHasher:
@@ -39,25 +56,19 @@ class ParallelHasher:
             raise UsageError(f"hashing_algorithm {algorithm!r} is not available") from None
         self.algorithm = algorithm
         self._workers = (
-            _Worker(hashlib.md5(usedforsecurity=False)),
-            _Worker(os_hash),
+            BackgroundDigest(hashlib.md5(usedforsecurity=False)),
+            BackgroundDigest(os_hash),
         )
-        for worker in self._workers:
-            worker.start()
 
     def update(self, chunk: bytes) -> None:
         for worker in self._workers:
-            worker.queue.put(chunk)
+            worker.update(chunk)
 
     def finish(self) -> tuple[str, str]:
-        self.close()
-        md5, os_hash = (w.digest.hexdigest() for w in self._workers)
+        md5, os_hash = (w.hexdigest() for w in self._workers)
         return md5, os_hash
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""
         for worker in self._workers:
-            if worker.is_alive():
-                worker.queue.put(None)
-        for worker in self._workers:
-            worker.join()
+            worker.close()

@@ -47,6 +47,7 @@ from .base import Backend, Stored, pid_alive
 from .catalog import Location
 from .config import BackendSpec
 from .errors import NotFound, StoreError
+from .hashing import BackgroundDigest
 
 LOG = Logger(__name__)
 
@@ -424,7 +425,7 @@ class _Body:
         self.kept: list[memoryview] = []
         self.replay = 0
         self.size = 0
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.md5 = BackgroundDigest(hashlib.md5(usedforsecurity=False))
         self.resendable = True
 
     def read(self, _size: int = -1) -> memoryview:
@@ -485,9 +486,9 @@ class _Upload:
             name = f"{self.image_id}-{len(segments) + 1:05d}"
             size = self.backend.chunk_size
             body = _Body(pieces, size, size)
-            self._put(name, body)
+            etag = self._put(name, body)
             path = f"{self.container}/{name}"
-            segments.append({"path": path, "etag": body.md5.hexdigest(), "size_bytes": body.size})
+            segments.append({"path": path, "etag": etag, "size_bytes": body.size})
         if not segments:
             return self.plain(pieces)
         self.written.append(self.image_id)
@@ -500,17 +501,23 @@ class _Upload:
         )
         return sum(int(s["size_bytes"]) for s in segments)
 
-    def _put(self, name: str, body: _Body) -> None:
+    def _put(self, name: str, body: _Body) -> str:
+        """PUT ``body`` as ``name``; its md5, which Swift's etag must equal."""
         self.written.append(name)
-        etag = self.conn.put_object(
-            self.container, name, body, chunk_size=IO_CHUNK, headers=self.headers
-        )
-        if etag != body.md5.hexdigest():
+        try:
+            etag = self.conn.put_object(
+                self.container, name, body, chunk_size=IO_CHUNK, headers=self.headers
+            )
+        finally:
+            body.md5.close()  # its thread ends however the PUT went
+        sent = body.md5.hexdigest()
+        if etag != sent:
             raise StoreError(
                 f"store {self.backend.id}: Swift stored {self.container}/{name} with md5 {etag}, "
-                f"but {body.md5.hexdigest()} was sent: the data was damaged in transit"
+                f"but {sent} was sent: the data was damaged in transit"
             )
         LOG.debug("store %s: put %s/%s, %d bytes", self.backend.id, self.container, name, body.size)
+        return sent
 
     def rollback(self) -> None:
         """Remove what was written, manifest first; say what could not be removed."""

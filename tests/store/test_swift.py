@@ -11,8 +11,10 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import swiftclient.client
 
 from imgfmt.config import Config, ConfigError
 from imgfmt.store import swift
@@ -301,3 +303,38 @@ class _Stream(io.RawIOBase):
         buf[:n] = self._data[self._pos : self._pos + n]
         self._pos += n
         return n
+
+
+class _Damaging:
+    """A PUT body that flips one bit of the first byte it sends, after imgfmt hashed it."""
+
+    def __init__(self, body: swift._Body) -> None:
+        self.body = body
+        self.damaged = False
+
+    def read(self, size: int = -1) -> bytes:
+        piece = bytes(self.body.read(size))
+        if piece and not self.damaged:
+            self.damaged = True
+            return bytes([piece[0] ^ 1]) + piece[1:]
+        return piece
+
+    def reset(self, *args: object, **kwargs: object) -> None:
+        self.body.reset(*args, **kwargs)
+
+
+def test_a_segment_damaged_in_transit_fails_and_leaves_nothing(
+    env: StoreEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_put = swiftclient.client.Connection.put_object
+
+    def put_object(self: object, container: str, name: str, body: object, *a: Any, **k: Any) -> Any:
+        if name.endswith("-00002"):
+            body = _Damaging(body)  # type: ignore[arg-type]
+        return real_put(self, container, name, body, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(swiftclient.client.Connection, "put_object", put_object)
+    with pytest.raises(StoreError, match="damaged in transit"):
+        _create(env, str(_raw(tmp_path / "disk.raw", 3 << 20)))
+    assert env.listing() == set()
+    assert env.catalog.all()[0].status == "killed"
