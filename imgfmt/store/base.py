@@ -56,6 +56,12 @@ class Backend(ABC):
         """Remove partial data left by uploads whose process died; say what was removed."""
         return []
 
+    @abstractmethod
+    def discard(self, image_id: str) -> list[str]:
+        """Remove whatever data, complete or partial, is stored under ``image_id``; say what
+        was removed. ``imgfmt store cleanup`` calls it for each record whose upload died: one
+        killed after its data was complete, before the record became active, left it whole."""
+
 
 def pid_alive(pid: int) -> bool:
     """True when a process with this pid exists on this machine."""

@@ -163,6 +163,21 @@ class FileBackend(Backend):
                     removed.append(entry.path)
         return removed
 
+    def discard(self, image_id: str) -> list[str]:
+        if os.path.basename(image_id) != image_id or image_id.startswith("."):
+            raise StoreError(f"store {self.id}: {image_id!r} is not an image id")
+        removed = []
+        for datadir in self.datadirs:
+            path = datadir.path / image_id
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"store {self.id}: cannot remove {path}: {exc.strerror}") from exc
+            removed.append(str(path))
+        return removed
+
 
 class _DiskWriter:
     """Creates a file and appends to it: whole pages past the page cache, the rest buffered.

@@ -134,13 +134,16 @@ def list_stores(config: StoreConfig) -> list[StoreInfo]:
 
 def cleanup(config: StoreConfig, catalog: Catalog) -> CleanupResult:
     """Resolve what uploads killed with SIGKILL left: partial data and stuck records."""
+    backends = [spec.backend() for spec in config.backends.values()]
     removed: list[str] = []
-    for spec in config.backends.values():
-        removed.extend(spec.backend().cleanup())
+    for backend in backends:
+        removed.extend(backend.cleanup())
     killed = []
     for record in catalog.in_status("queued", "saving"):
         pid = record.properties.get(UPLOAD_PID)
         if pid is not None and pid.isdigit() and not pid_alive(int(pid)):
+            for backend in backends:
+                removed.extend(backend.discard(record.id))
             properties = {k: v for k, v in record.properties.items() if k != UPLOAD_PID}
             properties[KILL_REASON] = f"upload process {pid} died"
             catalog.update(record.id, status="killed", properties=properties)

@@ -266,6 +266,15 @@ class RbdBackend(Backend):
                     removed.append(f"rbd://{self.pool}/{name}")
         return removed
 
+    def discard(self, image_id: str) -> list[str]:
+        with self._pool(self.pool) as (_, ioctx), self._errors(f"removing {image_id}"):
+            if image_id not in self.rbd.RBD().list(ioctx):
+                return []
+            self._discard(ioctx, image_id)
+            if image_id in self.rbd.RBD().list(ioctx):
+                raise StoreError(f"store {self.id}: could not remove {self.pool}/{image_id}")
+        return [f"rbd://{self.pool}/{image_id}"]
+
     def _parse(self, location: Location) -> tuple[str, str, str | None]:
         """Pool, image and snapshot of ``rbd://<fsid>/<pool>/<image>/<snap>`` or ``rbd://<image>``."""
         body = location.url.removeprefix("rbd://")

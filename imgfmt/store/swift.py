@@ -289,6 +289,25 @@ class SwiftBackend(Backend):
                     removed.append(f"swift:{container}/{name}")
         return removed
 
+    def discard(self, image_id: str) -> list[str]:
+        """The manifest (or whole object) named ``image_id`` first, then its segments."""
+        conn = self._connection(self.reference_name)
+        container = self.container_for(image_id)
+        removed = []
+        with self._failures(f"removing what a dead upload left of {image_id}"):
+            try:
+                _, listing = conn.get_container(container, prefix=image_id, full_listing=True)
+            except ClientException as exc:
+                if exc.http_status == 404:
+                    return []
+                raise
+            names = [o["name"] for o in listing]
+            segments = [n for n in names if (m := _SEGMENT.match(n)) and m["id"] == image_id]
+            for name in [n for n in names if n == image_id] + segments:
+                conn.delete_object(container, name)
+                removed.append(f"swift:{container}/{name}")
+        return removed
+
     def _containers(self, conn: swiftclient.client.Connection) -> list[str]:
         if self.seed == 0:
             return [self.container]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,7 @@ import pytest
 from imgfmt.errors import SourceError
 from imgfmt.store.catalog import ImageRecord
 from imgfmt.store.errors import ImageRefused, NotFound, StoreError
-from imgfmt.store.images import delete_image, save_image
+from imgfmt.store.images import cleanup, delete_image, save_image
 from imgfmt.store.upload import CreateRequest, create_image
 from tests.store.conftest import StoreEnv, digests, make_backed_qcow2, make_qcow2
 
@@ -147,3 +150,37 @@ def test_delete_with_missing_data_is_reported(store_env: StoreEnv, tmp_path: Pat
     warnings = delete_image(record, store_env.config, store_env.catalog)
     assert len(warnings) == 1
     assert store_env.catalog.get(record.id).status == "deleted"
+
+
+#: ``imgfmt image create`` that SIGKILLs itself where the record would become active: the data
+#: is complete under its final name, the record still says saving.
+_KILLED_BEFORE_ACTIVATION = """
+import os, signal, sys
+from imgfmt.store import upload
+upload._activate = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+from imgfmt.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_cleanup_resolves_an_upload_killed_before_activation(
+    store_env: StoreEnv, tmp_path: Path
+) -> None:
+    image = make_qcow2(tmp_path / "disk.qcow2")
+    argv = ["--config-file", str(store_env.conf_path), "image", "create", "img"]
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_BEFORE_ACTIVATION, *argv, "--file", str(image)],
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    [record] = store_env.catalog.all()
+    assert record.status == "saving"
+    assert store_env.listing() != set()
+
+    result = cleanup(store_env.config, store_env.catalog)
+    assert result.killed_records == (record.id,)
+    assert result.removed_data and all(record.id in name for name in result.removed_data)
+    assert store_env.listing() == set()
+    assert store_env.catalog.get(record.id).status == "killed"
+    assert cleanup(store_env.config, store_env.catalog).removed_data == ()
