@@ -50,6 +50,9 @@ UPLOAD_PID = "imgfmt_upload_pid"
 KILL_REASON = "imgfmt_kill_reason"
 #: Codes a stream's head alone cannot judge: the structure may continue past the head.
 _NEEDS_END = frozenset({Code.TRUNCATED, Code.OUT_OF_BOUNDS, Code.STREAM_UNVERIFIABLE})
+#: Claimed formats whose only mark may be at the end: a fixed VHD's footer is its last 512
+#: bytes, so its head reads as raw and the claim is judged once the whole stream was seen.
+_CLAIMS_JUDGED_AT_END = frozenset({"vhd"})
 
 Progress = Callable[[int], None]
 
@@ -155,7 +158,10 @@ def _from_stream(
     head = _read_head(stream)
     early = inspect(BytesSource(head, "<stdin>"), policy=policy, expect_format=request.disk_format)
     complete = len(head) < STREAM_HEAD_WINDOW
-    _refuse_unsafe(early, "<stdin>", ignore=frozenset() if complete else _NEEDS_END)
+    ignore = frozenset() if complete else _NEEDS_END
+    if not complete and request.disk_format in _CLAIMS_JUDGED_AT_END and early.disk_format == "raw":
+        ignore |= {Code.FORMAT_MISMATCH}
+    _refuse_unsafe(early, "<stdin>", ignore=ignore)
     _warn_unclonable(backend, early, "<stdin>")
     tee = _Tee(head, stream, progress)
 

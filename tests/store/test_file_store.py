@@ -484,10 +484,7 @@ def test_stream_whose_end_changes_its_format_is_refused(tmp_path: Path) -> None:
     if shutil.which("qemu-img") is None:
         pytest.skip("qemu-img is not installed")
     vhd = tmp_path / "fixed.vhd"
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed", str(vhd), "10M"],
-        check=True,
-    )
+    subprocess.run(_fixed_vhd_argv(vhd), check=True)
     datadir = tmp_path / "data"
     config, catalog = _store(tmp_path, [f"{datadir}:1"])
     with open(vhd, "rb") as f, pytest.raises(ImageRefused, match="raw/bare but the whole"):
@@ -601,3 +598,46 @@ def test_a_failed_direct_write_fails_the_upload_and_leaves_nothing(
     [record] = catalog.all()
     assert record.status == "killed"
     assert "Input/output error" in record.properties["imgfmt_kill_reason"]
+
+
+def _fixed_vhd_argv(path: Path) -> list[str]:
+    options = "subformat=fixed,force_size=on"
+    return ["qemu-img", "create", "-q", "-f", "vpc", "-o", options, str(path), "10M"]
+
+
+@pytest.mark.parametrize("claim", ["vhd", "qcow2"])
+def test_a_fixed_vhd_claimed_from_a_stream_is_judged_at_its_end(tmp_path: Path, claim: str) -> None:
+    """Claimed vhd, a fixed VHD's head (raw) cannot refute it: the whole stream decides and
+    stores it as vhd. Any other claim the head refutes is refused before anything is written."""
+    from imgfmt.store.errors import ImageRefused
+
+    vhd = tmp_path / "fixed.vhd"
+    subprocess.run(_fixed_vhd_argv(vhd), check=True)
+    datadir = tmp_path / "data"
+    config, catalog = _store(tmp_path, [f"{datadir}:1"])
+    request = CreateRequest("img", "-", disk_format=claim)
+    with open(vhd, "rb") as f:
+        if claim != "vhd":
+            with pytest.raises(ImageRefused, match="format-mismatch"):
+                create_image(request, config, catalog, _policy(), stdin=f)
+            assert catalog.all() == []
+            return
+        record = create_image(request, config, catalog, _policy(), stdin=f)
+    assert (record.status, record.disk_format, record.virtual_size) == ("active", "vhd", 10 << 20)
+    assert (datadir / record.id).read_bytes() == vhd.read_bytes()
+
+
+def test_a_raw_stream_claimed_as_vhd_is_refused_at_its_end(tmp_path: Path) -> None:
+    from imgfmt.store.errors import ImageRefused
+
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(os.urandom(10 << 20))
+    datadir = tmp_path / "data"
+    config, catalog = _store(tmp_path, [f"{datadir}:1"])
+    with open(raw, "rb") as f, pytest.raises(ImageRefused, match="format-mismatch"):
+        create_image(
+            CreateRequest("img", "-", disk_format="vhd"), config, catalog, _policy(), stdin=f
+        )
+    [record] = catalog.all()
+    assert record.status == "killed"
+    assert not any(p.is_file() for p in datadir.rglob("*"))
