@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -177,6 +178,12 @@ def test_many_images_are_shared_out_over_processes_with_the_same_output(
     assert json.loads(out) == [r for _, o, _ in one_by_one if o for r in json.loads(o)]
     assert err == "".join(e for _, _, e in one_by_one)
     assert err.count("imgfmt: ") == sum(1 for p in many_images if "missing" in p)
+
+    def refused() -> int:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refused)
+    assert _run("inspect", "-f", "json", *many_images) == (code, out, err)
 
 
 def test_a_forked_inspection_that_raises_is_not_lost(

@@ -123,17 +123,26 @@ def _outcomes(images: Sequence[str], inspect_one: Callable[[str], Outcome]) -> l
     children = [_fork(batch, inspect_one) for batch in batches[1:]]
     outcomes = [inspect_one(image) for image in batches[0]]
     for child, batch in zip(children, batches[1:], strict=True):
-        outcomes += _collect(child, batch)
+        if child is None:  # no process to be had: this one does the batch
+            outcomes += [inspect_one(image) for image in batch]
+        else:
+            outcomes += _collect(child, batch)
     return outcomes
 
 
-def _fork(batch: Sequence[str], inspect_one: Callable[[str], Outcome]) -> tuple[int, int]:
-    """A child inspecting ``batch``: its pid and the pipe its pickled outcomes come through.
-    A child that fails sends the traceback instead and exits with ``WORKER_FAILED``."""
+def _fork(batch: Sequence[str], inspect_one: Callable[[str], Outcome]) -> tuple[int, int] | None:
+    """A child inspecting ``batch``: its pid and the pipe its pickled outcomes come through
+    (``None`` when the system refuses another process). A child that fails sends the
+    traceback instead and exits with ``WORKER_FAILED``."""
     import pickle
 
     readable, writable = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(readable)
+        os.close(writable)
+        return None
     if pid:
         os.close(writable)
         return pid, readable
