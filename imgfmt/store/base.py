@@ -63,12 +63,37 @@ class Backend(ABC):
         killed after its data was complete, before the record became active, left it whole."""
 
 
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists on this machine."""
+def uploader() -> str:
+    """This process as an upload names its owner: ``"<pid>.<start>"``, the start time (clock
+    ticks since boot) from ``/proc``, or the bare pid where there is none. The start time tells
+    a dead uploader from a new process that was given its pid since."""
+    pid = os.getpid()
+    start = _start_time(pid)
+    return str(pid) if start is None else f"{pid}.{start}"
+
+
+def uploader_alive(owner: str) -> bool | None:
+    """Whether the process an ``uploader()`` string names still runs on this machine; ``None``
+    for a string that is not one. A bare pid (an older imgfmt's) is judged by the pid alone."""
+    pid, _, start = owner.partition(".")
+    if not pid.isdigit() or not (start.isdigit() or not start):
+        return None
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    current = _start_time(int(pid)) if start else None
+    return current is None or current == start
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of ``/proc/<pid>/stat`` (after the command name, which may hold anything)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 and fields[19].isdigit() else None

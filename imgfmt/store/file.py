@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from urllib.parse import unquote, urlparse
 
 from ..config import ConfigError
-from .base import Backend, Stored, pid_alive
+from .base import Backend, Stored, uploader, uploader_alive
 from .catalog import Location
 from .config import BackendSpec, data_dir
 from .errors import NotFound, StoreError, StoreFull
@@ -40,7 +40,7 @@ GLANCE_DEFAULT_DATADIR = "/var/lib/glance/images/"
 DEFAULT_CHUNK_SIZE = 64 * 1024
 #: Bytes written past the page cache at a time, from one page-aligned buffer.
 DIRECT_CHUNK = 4 * 1024 * 1024
-_PARTIAL = re.compile(r"^\.(?P<id>[^.]+)\.(?P<pid>\d+)\.imgfmt-partial$")
+_PARTIAL = re.compile(r"^\.(?P<id>[^.]+)\.(?P<owner>\d+(?:\.\d+)?)\.imgfmt-partial$")
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class FileBackend(Backend):
         final = datadir.path / image_id
         if final.exists():
             raise StoreError(f"store {self.id}: {final} already exists")
-        partial = datadir.path / f".{image_id}.{os.getpid()}.imgfmt-partial"
+        partial = datadir.path / f".{image_id}.{uploader()}.imgfmt-partial"
         try:
             written = self._write(partial, chunks)
             if self.file_perm:
@@ -155,7 +155,7 @@ class FileBackend(Backend):
         for datadir in self.datadirs:
             for entry in os.scandir(datadir.path):
                 match = _PARTIAL.match(entry.name)
-                if match and not pid_alive(int(match["pid"])):
+                if match and uploader_alive(match["owner"]) is False:
                     try:
                         os.unlink(entry.path)
                     except FileNotFoundError:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..signals import sigterm_raises
-from .base import pid_alive
+from .base import uploader_alive
 from .catalog import Catalog, ImageRecord
 from .config import StoreConfig
 from .errors import NotFound, StoreError
@@ -140,12 +140,12 @@ def cleanup(config: StoreConfig, catalog: Catalog) -> CleanupResult:
         removed.extend(backend.cleanup())
     killed = []
     for record in catalog.in_status("queued", "saving"):
-        pid = record.properties.get(UPLOAD_PID)
-        if pid is not None and pid.isdigit() and not pid_alive(int(pid)):
+        owner = record.properties.get(UPLOAD_PID)
+        if owner is not None and uploader_alive(owner) is False:
             for backend in backends:
                 removed.extend(backend.discard(record.id))
             properties = {k: v for k, v in record.properties.items() if k != UPLOAD_PID}
-            properties[KILL_REASON] = f"upload process {pid} died"
+            properties[KILL_REASON] = f"upload process {owner.partition('.')[0]} died"
             catalog.update(record.id, status="killed", properties=properties)
             killed.append(record.id)
     return CleanupResult(tuple(removed), tuple(killed))

@@ -36,7 +36,7 @@ from urllib.parse import quote, unquote
 
 from ..config import ConfigError
 from ..log import Logger
-from .base import Backend, Stored, pid_alive
+from .base import Backend, Stored, uploader, uploader_alive
 from .catalog import Location
 from .config import BackendSpec
 from .errors import InUse, NotFound, StoreError, StoreFull
@@ -156,7 +156,7 @@ class RbdBackend(Backend):
     def _fill(self, ioctx: Any, image_id: str, chunks: Iterable[bytes], capacity: int) -> int:
         """Write the data, trim to it, then snapshot and protect; return the bytes written."""
         with self.rbd.Image(ioctx, image_id) as image:
-            image.metadata_set(PARTIAL_KEY, f"{socket.gethostname()}:{os.getpid()}")
+            image.metadata_set(PARTIAL_KEY, f"{socket.gethostname()}:{uploader()}")
             window = _WriteWindow(image, WRITE_WINDOW, self.timeout or None)
             try:
                 written = self._write(image, window, chunks, capacity)
@@ -260,8 +260,8 @@ class RbdBackend(Backend):
             for name in self.rbd.RBD().list(ioctx):
                 with self.rbd.Image(ioctx, name, read_only=True) as image:
                     owner = dict(image.metadata_list()).get(PARTIAL_KEY)
-                uploader_host, _, pid = (owner or "").rpartition(":")
-                if uploader_host == host and pid.isdigit() and not pid_alive(int(pid)):
+                uploader_host, _, process = (owner or "").rpartition(":")
+                if uploader_host == host and uploader_alive(process) is False:
                     self._discard(ioctx, name)
                     removed.append(f"rbd://{self.pool}/{name}")
         return removed

@@ -28,7 +28,6 @@ from __future__ import annotations
 import configparser
 import hashlib
 import json
-import os
 import re
 import socket
 from collections.abc import Iterable, Iterator
@@ -43,7 +42,7 @@ from swiftclient.exceptions import ClientException
 
 from ..config import ConfigError
 from ..log import Logger
-from .base import Backend, Stored, pid_alive
+from .base import Backend, Stored, uploader, uploader_alive
 from .catalog import Location
 from .config import BackendSpec
 from .errors import NotFound, StoreError
@@ -483,7 +482,7 @@ class _Upload:
         self.container = container
         self.image_id = id
         self.written: list[str] = []
-        self.headers = {UPLOAD_META: f"{socket.gethostname()} {os.getpid()}"}
+        self.headers = {UPLOAD_META: f"{socket.gethostname()} {uploader()}"}
 
     def plain(self, pieces: _Pieces) -> int:
         body = _Body(pieces, self.backend.large_object_size, self.backend.chunk_size)
@@ -578,8 +577,8 @@ def _orphans(conn: swiftclient.client.Connection, container: str) -> list[str]:
     orphans = []
     for segments in groups.values():
         owner = conn.head_object(container, segments[0]).get(UPLOAD_META.lower(), "")
-        host, _, pid = owner.partition(" ")
-        if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+        host, _, process = owner.partition(" ")
+        if host == socket.gethostname() and uploader_alive(process) is False:
             orphans.extend(segments)
     return orphans
 

@@ -14,7 +14,6 @@ was written.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -34,7 +33,7 @@ from ..source import (
     FileSource,
     StreamSource,
 )
-from .base import Backend, Stored
+from .base import Backend, Stored, uploader
 from .catalog import Catalog, ImageRecord
 from .config import StoreConfig
 from .errors import ImageRefused, NotFound, StoreError
@@ -196,7 +195,7 @@ def _upload(
     size: int | None,
     final_check: Callable[[ImageReport], ImageReport] = lambda report: report,
 ) -> ImageRecord:
-    properties = {**request.properties, UPLOAD_PID: str(os.getpid())}
+    properties = {**request.properties, UPLOAD_PID: uploader()}
     record = catalog.create(
         request.name,
         request.disk_format or report.disk_format,

@@ -443,11 +443,11 @@ def test_two_cleanups_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     partial = tmp_path / "images" / ".0d2c-id.999999.imgfmt-partial"
     partial.write_bytes(b"x")
 
-    def other_cleanup_first(pid: int) -> bool:
+    def other_cleanup_first(owner: str) -> bool:
         partial.unlink(missing_ok=True)
         return False
 
-    monkeypatch.setattr(file_store, "pid_alive", other_cleanup_first)
+    monkeypatch.setattr(file_store, "uploader_alive", other_cleanup_first)
     assert backend.cleanup() == []
 
 
@@ -641,3 +641,31 @@ def test_a_raw_stream_claimed_as_vhd_is_refused_at_its_end(tmp_path: Path) -> No
     [record] = catalog.all()
     assert record.status == "killed"
     assert not any(p.is_file() for p in datadir.rglob("*"))
+
+
+def test_cleanup_tells_a_dead_uploader_from_a_new_process_with_its_pid(tmp_path: Path) -> None:
+    """The partial file and the record name this live process's pid with another start time:
+    the pid was given again since the upload died, so cleanup resolves both."""
+    from imgfmt.store.base import uploader
+    from imgfmt.store.images import cleanup
+    from imgfmt.store.upload import UPLOAD_PID
+
+    config, catalog = _store(tmp_path, [f"{tmp_path / 'images'}:1"])
+    pid, _, start = uploader().partition(".")
+    assert start.isdigit()  # Linux: the start time is in /proc
+    reused = f"{pid}.{int(start) + 1}"
+    record = catalog.create("img", "raw", "bare", {UPLOAD_PID: reused})
+    catalog.update(record.id, status="saving")
+    live = catalog.create("live", "raw", "bare", {UPLOAD_PID: uploader()})
+    catalog.update(live.id, status="saving")
+    (tmp_path / "images").mkdir()
+    partial = tmp_path / "images" / f".{record.id}.{reused}.imgfmt-partial"
+    partial.write_bytes(b"x")
+    mine = tmp_path / "images" / f".{live.id}.{uploader()}.imgfmt-partial"
+    mine.write_bytes(b"x")
+
+    result = cleanup(config, catalog)
+    assert result.removed_data == (str(partial),)
+    assert result.killed_records == (record.id,)
+    assert catalog.get(live.id).status == "saving"
+    assert mine.exists()

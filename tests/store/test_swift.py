@@ -124,7 +124,7 @@ def test_proxy_gone_fails_cleanly_and_cleanup_removes_segments(
     assert record.status == "killed"
     assert env.listing() == _segments(record, 8) - {record.id}
 
-    monkeypatch.setattr(swift, "pid_alive", lambda pid: False)
+    monkeypatch.setattr(swift, "uploader_alive", lambda owner: False)
     result = cleanup(env.config, env.catalog)
     assert len(result.removed_data) == 8
     assert env.listing() == set()
