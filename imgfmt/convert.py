@@ -170,9 +170,10 @@ def convert(
     request: Request,
     policy: Policy | None = None,
     limits: qemu.Limits | None = None,
-    on_progress: Callable[[float], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ConversionResult:
-    """Convert safely; see the module docstring. ``on_progress`` gets fractions 0..1.
+    """Convert safely; see the module docstring. ``on_progress`` gets the bytes of the virtual
+    disk converted so far and the virtual size, as qemu-img reports its progress.
 
     Raises ``ConversionRefused`` for an unsafe source, ``ConversionCheckFailed`` when the
     output fails its check, ``Interrupted`` on SIGTERM, ``qemu.QemuError`` when qemu-img
@@ -193,8 +194,9 @@ def convert(
             disk = _decompressed(disk, request.source_format, policy, scratch)
         image = disk.image()
         argv = qemu.convert_argv(image, scratch, args, progress=on_progress is not None)
+        fractions = None if on_progress is None else _in_bytes(on_progress, disk.report)
         write_back = _WriteBack(scratch, args.target_format)
-        qemu.run(argv, limits, on_progress, meanwhile=write_back)
+        qemu.run(argv, limits, fractions, meanwhile=write_back)
         write_back.check()
         _check_unchanged(request.source, inspected)
         output, notes = _check_output(request, args, disk.report, scratch, policy)
@@ -210,6 +212,14 @@ def convert(
         verified=request.verify,
         notes=(*disk.notes, *notes),
     )
+
+
+def _in_bytes(
+    on_progress: Callable[[int, int], None], disk: ImageReport
+) -> Callable[[float], None]:
+    """qemu-img's progress fractions as bytes of ``disk``'s virtual size."""
+    size = disk.virtual_size or 0
+    return lambda fraction: on_progress(round(fraction * size), size)
 
 
 def _identity(path: str) -> tuple[int, ...] | None:

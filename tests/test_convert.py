@@ -690,3 +690,16 @@ def test_a_failed_write_back_fails_the_conversion_and_leaves_nothing(
     with pytest.raises(SourceError, match="cannot write the output: Input/output error"):
         conv.convert(conv.Request(str(tmp_raw), str(tmp_path / "out.raw"), "raw"))
     assert os.listdir(tmp_path) == ["src.raw"]
+
+
+def test_progress_is_in_bytes_of_the_virtual_disk(tmp_path: Path, tmp_raw: Path) -> None:
+    """What the progress bar's rate and time left are computed from."""
+    seen: list[tuple[int, int]] = []
+    conv.convert(
+        conv.Request(str(tmp_raw), str(tmp_path / "o.qcow2"), "qcow2"),
+        on_progress=lambda done, size: seen.append((done, size)),
+    )
+    size = tmp_raw.stat().st_size
+    assert {total for _, total in seen} == {size}
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert seen[-1] == (size, size)

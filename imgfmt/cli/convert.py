@@ -164,7 +164,7 @@ def _run(request: Request, policy: Policy, limits: Limits, progress: bool) -> Co
 
 
 @contextmanager
-def _bar(name: str) -> Iterator[Callable[[float], None]]:
+def _bar(name: str) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar on stderr: percentage, rate and time left."""
     from rich.console import Console
     from rich.progress import (
@@ -187,16 +187,16 @@ def _bar(name: str) -> Iterator[Callable[[float], None]]:
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(printable(name), total=1.0)
-        yield lambda fraction: bar.update(task, completed=fraction)
+        task = bar.add_task(printable(name), total=None)
+        yield lambda done, size: bar.update(task, completed=done, total=size)
 
 
-def _lines(name: str) -> Callable[[float], None]:
+def _lines(name: str) -> Callable[[int, int], None]:
     """Progress as a plain stderr line every ``PLAIN_STEP`` percent."""
     shown = [-PLAIN_STEP]
 
-    def update(fraction: float) -> None:
-        percent = int(fraction * 100) // PLAIN_STEP * PLAIN_STEP
+    def update(done: int, size: int) -> None:
+        percent = done * 100 // max(size, 1) // PLAIN_STEP * PLAIN_STEP
         if percent > shown[0]:
             shown[0] = percent
             render.error(f"converting {name}: {percent}%")
