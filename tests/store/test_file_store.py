@@ -669,3 +669,32 @@ def test_cleanup_tells_a_dead_uploader_from_a_new_process_with_its_pid(tmp_path:
     assert result.killed_records == (record.id,)
     assert catalog.get(live.id).status == "saving"
     assert mine.exists()
+
+
+def test_glance_options_file_perm_metadata_file_and_hashing_algorithm(tmp_path: Path) -> None:
+    import hashlib
+    import stat
+
+    from imgfmt.policy import Policy
+
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"id": "nfs-1", "mountpoint": "/srv/images"}))
+    datadir = tmp_path / "images"
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        "[DEFAULT]\nhashing_algorithm = sha256\n[glance_store]\ndefault_store = file\n"
+        f"filesystem_store_datadir = {datadir}\nfilesystem_store_file_perm = 640\n"
+        f"filesystem_store_metadata_file = {meta}\n"
+        f"[database]\nconnection = sqlite:///{tmp_path / 'catalog.db'}\n",
+    )
+    config = StoreConfig.load(Config.load(conf))
+    catalog = Catalog(config.catalog_path)
+    image = _random_raw(tmp_path / "disk.raw", 2)
+    record = create_image(CreateRequest("img", str(image)), config, catalog, Policy())
+
+    data = image.read_bytes()
+    assert record.checksum == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert (record.os_hash_algo, record.os_hash_value) == ("sha256", sha256)
+    assert dict(record.locations[0].metadata) == {"id": "nfs-1", "mountpoint": "/srv/images"}
+    assert stat.S_IMODE((datadir / record.id).stat().st_mode) == 0o640
