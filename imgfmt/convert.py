@@ -197,7 +197,7 @@ def convert(
         fractions = None if on_progress is None else _in_bytes(on_progress, disk.report)
         write_back = _WriteBack(scratch, args.target_format)
         qemu.run(argv, limits, fractions, meanwhile=write_back)
-        write_back.check()
+        write_back.check(request.destination)
         _check_unchanged(request.source, inspected)
         output, notes = _check_output(request, args, disk.report, scratch, policy)
         if request.verify:
@@ -590,9 +590,12 @@ class _WriteBack:
         self._stop.set()
         self._thread.join()
 
-    def check(self) -> None:
+    def check(self, destination: str) -> None:
         if self.error is not None:
-            raise SourceError(f"{self.path}: cannot write the output: {self.error.strerror}")
+            raise SourceError(
+                f"{destination}: cannot write the output: {self.error.strerror}; "
+                "nothing was written"
+            )
 
     def _run(self) -> None:
         try:
