@@ -8,11 +8,13 @@ fine: every option has a default.
 
 from __future__ import annotations
 
-import configparser
 import os
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    import configparser
 
 ENV_VAR = "IMGFMT_CONFIG"
 
@@ -42,14 +44,6 @@ class _MultiValueDict(dict[str, object]):
             super().__setitem__(key, value)
 
 
-def _parser() -> configparser.RawConfigParser:
-    return configparser.RawConfigParser(
-        strict=False,
-        interpolation=None,
-        dict_type=_MultiValueDict,  # type: ignore[arg-type]
-    )
-
-
 def config_candidates() -> list[str]:
     """The places searched for a configuration file when none is named."""
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
@@ -57,10 +51,10 @@ def config_candidates() -> list[str]:
 
 
 class Config(NamedTuple):
-    """A parsed configuration file (or the empty one)."""
+    """A parsed configuration file, or the defaults (no parser) when there is none."""
 
     path: str
-    parser: configparser.RawConfigParser
+    parser: configparser.RawConfigParser | None
 
     @classmethod
     def load(cls, explicit: str | os.PathLike[str] | None = None) -> Config:
@@ -75,11 +69,17 @@ class Config(NamedTuple):
         for candidate in config_candidates():
             if os.path.isfile(candidate):
                 return cls.read(candidate)
-        return cls("<defaults>", _parser())
+        return cls("<defaults>", None)
 
     @classmethod
     def read(cls, path: str) -> Config:
-        parser = _parser()
+        import configparser  # only when there is a file: the module and its patterns cost 2 ms
+
+        parser = configparser.RawConfigParser(
+            strict=False,
+            interpolation=None,
+            dict_type=_MultiValueDict,  # type: ignore[arg-type]
+        )
         try:
             with open(path, encoding="utf-8") as f:
                 parser.read_file(f)
@@ -89,10 +89,13 @@ class Config(NamedTuple):
 
     def get(self, section: str, option: str) -> str | None:
         """The raw value, looked up in ``section`` then ``[DEFAULT]``, or ``None``."""
-        if self.parser.has_option(section, option):
+        if self.parser is not None and self.parser.has_option(section, option):
             value = self.parser.get(section, option)
             return value.strip() if value is not None else None
         return None
+
+    def has_section(self, section: str) -> bool:
+        return self.parser is not None and self.parser.has_section(section)
 
     def get_list(self, section: str, option: str) -> list[str] | None:
         value = self.get(section, option)

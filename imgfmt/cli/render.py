@@ -8,7 +8,6 @@ alone costs more than a whole ``imgfmt inspect``.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
@@ -65,11 +64,15 @@ def scalar(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Mapping | list | tuple):
+        import json  # here: most values are plain, and the import costs a millisecond
+
         return printable(json.dumps(value, sort_keys=True, default=str))
     return printable(str(value))
 
 
 def emit_json(data: Any) -> None:
+    import json
+
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 

@@ -146,34 +146,35 @@ _CRC32C_TABLES = _crc32c_tables()
 _WORD = struct.Struct("<Q")
 
 
-def _zero_run_operators() -> tuple[tuple[int, ...], ...]:
-    """Operator k advances the CRC register over 2**k zero bytes (k < 32).
-
-    Feeding zero bytes is linear over GF(2), so each operator is the register's 32 bit images;
-    squaring one gives the next. Headers and region tables are mostly zeros: their tails are
-    folded in with a few of these instead of a look-up per byte.
-    """
-    t0 = _CRC32C_TABLES[0]
-    one_byte = tuple(t0[(1 << bit) & 0xFF] ^ ((1 << bit) >> 8) for bit in range(32))
-    operators = [one_byte]
-    for _ in range(31):
-        previous = operators[-1]
-        operators.append(tuple(_apply(previous, image) for image in previous))
-    return tuple(operators)
+#: The reflected CRC-32C polynomial; as a register value, bit 31 is x**0.
+_POLY = 0x82F63B78
 
 
-def _apply(operator: tuple[int, ...], crc: int) -> int:
-    result = 0
-    bit = 0
-    while crc:
-        if crc & 1:
-            result ^= operator[bit]
-        crc >>= 1
-        bit += 1
-    return result
+def _multiply(a: int, b: int) -> int:
+    """The product of two reflected polynomials modulo the CRC-32C polynomial."""
+    product = 0
+    bit = 1 << 31
+    while a & ((bit << 1) - 1):
+        if a & bit:
+            product ^= b
+            a ^= bit
+        bit >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+    return product
 
 
-_ZERO_RUNS = _zero_run_operators()
+def _powers() -> tuple[int, ...]:
+    """x**(2**k) modulo the polynomial, for k < 64: squaring one gives the next."""
+    powers = [1 << 30]  # x**1
+    for _ in range(63):
+        powers.append(_multiply(powers[-1], powers[-1]))
+    return tuple(powers)
+
+
+#: Feeding zero bytes to the register is linear over GF(2): n zero bytes multiply it by
+#: x**(8n). Headers and region tables are mostly zeros: their tails are folded in with a few
+#: products instead of a look-up per byte.
+_POWERS = _powers()
 
 
 def crc32c(data: bytes) -> int:
@@ -197,10 +198,10 @@ def crc32c(data: bytes) -> int:
         )
     for byte in body[whole:]:
         crc = t0[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    power = 0
+    power = 3  # x**(8n): the bits of n, three places up
     while zeros:
         if zeros & 1:
-            crc = _apply(_ZERO_RUNS[power], crc)
+            crc = _multiply(_POWERS[power], crc)
         zeros >>= 1
         power += 1
     return crc ^ U32

@@ -124,7 +124,7 @@ def _backends(config: Config) -> tuple[dict[str, BackendSpec], str]:
     if enabled:
         return _multi_store(config, enabled)
     default_store = config.get("glance_store", "default_store")
-    if default_store or config.parser.has_section("glance_store"):
+    if default_store or config.has_section("glance_store"):
         store_type = default_store or "file"
         spec = BackendSpec(store_type, store_type, "glance_store", "", 0, config)
         return {store_type: spec}, store_type
