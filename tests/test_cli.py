@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -192,15 +193,61 @@ def test_a_forked_inspection_that_raises_is_not_lost(
     from imgfmt import detect
 
     real_inspect = detect.inspect
+    parent = os.getpid()
+    started, start = os.pipe()
 
     def inspect(path: str, *args: object) -> object:
-        if path == many_images[-1]:
+        if os.getpid() != parent:  # the forked process: tell the parent, then fail
+            os.write(start, b".")
             raise ValueError("an inspector bug")
+        # The parent waits until the child has taken an image, so that it cannot take them all.
+        assert select.select([started], [], [], 60)[0]
         return real_inspect(path, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
     monkeypatch.setattr(detect, "inspect", inspect)
-    result = CliRunner().invoke(cli, ["inspect", *many_images])
+    try:
+        result = CliRunner().invoke(cli, ["inspect", *many_images])
+    finally:
+        os.close(started)
+        os.close(start)
     assert isinstance(result.exception, RuntimeError)
     assert "failed in forked process" in str(result.exception)
     assert "ValueError: an inspector bug" in str(result.exception)
+
+
+def test_shares_keep_to_own_run_then_take_from_the_back_of_the_longest() -> None:
+    from imgfmt.cli.inspect import _Shares
+
+    shares = _Shares(10, 3)  # runs 0-3, 4-7, 8-9
+    try:
+        assert [shares._take(1) for _ in range(4)] == [4, 5, 6, 7]
+        assert shares._take(1) == 3  # the back of the longest run left, worker 0's
+        assert shares._take(2) == 8
+        assert [shares._take(0) for _ in range(3)] == [0, 1, 2]
+        assert shares._take(0) == 9
+        assert shares._take(0) is None and shares._take(1) is None
+    finally:
+        shares.close()
+
+
+def test_shares_give_each_image_to_exactly_one_process() -> None:
+    from imgfmt.cli.inspect import _Shares
+
+    count = 2000
+    shares = _Shares(count, 2)
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            taken = [i for i, _ in shares.work(1, ["x"] * count, lambda _: (None, None))]
+            os.write(writable, json.dumps(taken).encode())
+        finally:
+            os._exit(0)
+    os.close(writable)
+    mine = [index for index, _ in shares.work(0, ["x"] * count, lambda _: (None, None))]
+    with open(readable, "rb") as pipe:
+        theirs = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    shares.close()
+    assert sorted(mine + theirs) == list(range(count))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import mmap
 import os
+import struct
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +21,8 @@ Outcome = tuple[dict[str, Any] | None, str | None]
 MIN_BATCH = 8
 #: Exit status of a forked inspector whose inspection raised; its traceback is its output.
 WORKER_FAILED = 70
+#: One process's run of images in shared memory: the next index and the end.
+_RUN = struct.Struct("=II")
 
 COLUMNS = (
     "path",
@@ -111,27 +116,80 @@ def inspect_command(
 
 
 def _outcomes(images: Sequence[str], inspect_one: Callable[[str], Outcome]) -> list[Outcome]:
-    """Each image's outcome, in order. Many images are shared out over the usable cores: the
-    first batch is inspected here, each other batch in a process forked for it."""
+    """Each image's outcome, in order. Many images are shared out over the usable cores: this
+    process and one forked for each other core take their own runs of images, then help with
+    what the others have left."""
     workers = min(len(os.sched_getaffinity(0)), len(images) // MIN_BATCH)
     if workers < 2 or "-" in images:  # standard input can be read by one process only
         return [inspect_one(image) for image in images]
-    size = -(-len(images) // workers)
-    batches = [images[start : start + size] for start in range(0, len(images), size)]
+    shares = _Shares(len(images), workers)
     sys.stdout.flush()
     sys.stderr.flush()
-    children = [_fork(batch, inspect_one) for batch in batches[1:]]
-    outcomes = [inspect_one(image) for image in batches[0]]
-    for child, batch in zip(children, batches[1:], strict=True):
-        if child is None:  # no process to be had: this one does the batch
-            outcomes += [inspect_one(image) for image in batch]
-        else:
-            outcomes += _collect(child, batch)
-    return outcomes
+    try:
+        children = [_fork(shares, worker, images, inspect_one) for worker in range(1, workers)]
+        done = dict(shares.work(0, images, inspect_one))
+        for child in children:
+            if child is not None:  # None: no process to be had, and its share was taken here
+                done.update(_collect(child))
+    finally:
+        shares.close()
+    return [done[index] for index in range(len(images))]
 
 
-def _fork(batch: Sequence[str], inspect_one: Callable[[str], Outcome]) -> tuple[int, int] | None:
-    """A child inspecting ``batch``: its pid and the pipe its pickled outcomes come through
+class _Shares:
+    """The images' indices, dealt out in contiguous runs, one run per process.
+
+    A process takes images from the front of its own run; once that is empty, it takes from
+    the back of the longest run left, so that all finish together however uneven the images
+    are, and each keeps to images of the kinds it has already imported the inspectors for.
+    The runs live in shared memory under a POSIX record lock, which the kernel drops with
+    the process holding it: a process that dies makes no other wait.
+    """
+
+    def __init__(self, count: int, workers: int) -> None:
+        self._fd = os.memfd_create("imgfmt-inspect", os.MFD_CLOEXEC)
+        os.ftruncate(self._fd, _RUN.size * workers)
+        self._runs = mmap.mmap(self._fd, _RUN.size * workers)
+        size = -(-count // workers)
+        for worker in range(workers):
+            start, stop = min(worker * size, count), min((worker + 1) * size, count)
+            _RUN.pack_into(self._runs, worker * _RUN.size, start, stop)
+
+    def work(
+        self, worker: int, images: Sequence[str], inspect_one: Callable[[str], Outcome]
+    ) -> list[tuple[int, Outcome]]:
+        """(index, outcome) of each image this process took, ``worker``'s run first."""
+        done = []
+        while (index := self._take(worker)) is not None:
+            done.append((index, inspect_one(images[index])))
+        return done
+
+    def _take(self, worker: int) -> int | None:
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            start, stop = _RUN.unpack_from(self._runs, worker * _RUN.size)
+            if start < stop:
+                _RUN.pack_into(self._runs, worker * _RUN.size, start + 1, stop)
+                return int(start)
+            runs = list(_RUN.iter_unpack(self._runs))
+            other = max(range(len(runs)), key=lambda w: runs[w][1] - runs[w][0])
+            start, stop = runs[other]
+            if start == stop:
+                return None
+            _RUN.pack_into(self._runs, other * _RUN.size, start, stop - 1)
+            return int(stop - 1)
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._runs.close()
+        os.close(self._fd)
+
+
+def _fork(
+    shares: _Shares, worker: int, images: Sequence[str], inspect_one: Callable[[str], Outcome]
+) -> tuple[int, int] | None:
+    """A child doing ``worker``'s share: its pid and the pipe its pickled outcomes come through
     (``None`` when the system refuses another process). A child that fails sends the
     traceback instead and exits with ``WORKER_FAILED``."""
     import pickle
@@ -149,7 +207,7 @@ def _fork(batch: Sequence[str], inspect_one: Callable[[str], Outcome]) -> tuple[
     os.close(readable)
     status = 0
     try:
-        data = pickle.dumps([inspect_one(image) for image in batch])
+        data = pickle.dumps(shares.work(worker, images, inspect_one))
     except BaseException:
         import traceback
 
@@ -161,7 +219,7 @@ def _fork(batch: Sequence[str], inspect_one: Callable[[str], Outcome]) -> tuple[
         os._exit(status)
 
 
-def _collect(child: tuple[int, int], batch: Sequence[str]) -> list[Outcome]:
+def _collect(child: tuple[int, int]) -> list[tuple[int, Outcome]]:
     import pickle
 
     pid, readable = child
@@ -170,9 +228,8 @@ def _collect(child: tuple[int, int], batch: Sequence[str]) -> list[Outcome]:
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0 or not data:
         detail = pickle.loads(data) if data else f"wait status {status}"
-        where = f"{batch[0]} .. {batch[-1]}"
-        raise RuntimeError(f"inspecting {where} failed in forked process {pid}:\n{detail}")
-    outcomes: list[Outcome] = pickle.loads(data)
+        raise RuntimeError(f"inspecting images failed in forked process {pid}:\n{detail}")
+    outcomes: list[tuple[int, Outcome]] = pickle.loads(data)
     return outcomes
 
 
