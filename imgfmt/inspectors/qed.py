@@ -190,8 +190,12 @@ def _l1_table_findings(header: QedHeader, file_size: int | None) -> Iterator[Fin
     if problem is not None:
         yield _invalid("l1_table_offset", problem)
         return
-    # qemu compares with the file size rounded down to whole clusters.
-    if file_size is not None and last >= file_size - file_size % header.cluster_size:
+    if file_size is None:
+        return
+    # qemu compares with the file's length in whole sectors, rounded up (bdrv_getlength),
+    # then down to whole clusters: a last cluster short of less than a sector still counts.
+    end = -(-file_size // SECTOR_SIZE) * SECTOR_SIZE
+    if last >= end - end % header.cluster_size:
         yield unsafe(
             Code.OUT_OF_BOUNDS,
             f"qed: the L1 table at {offset:#x} ({header.table_size} clusters) runs past the "
