@@ -809,7 +809,7 @@ class VhdxInspector(Inspector):
                 continue
             offset = entry & BAT_FILE_OFFSET_MASK
             length = min(meta.block_size, (disk - index * meta.block_size) & U64)
-            problem = cls._block_problem(offset, length, regions, size)
+            problem = cls._block_problem(offset, length, meta.block_size, regions, size)
             if problem is not None:
                 return [
                     unsafe(problem[0], f"vhdx: BAT entry {index}: {problem[1]}", bat_at + index * 8)
@@ -818,17 +818,19 @@ class VhdxInspector(Inspector):
 
     @classmethod
     def _block_problem(
-        cls, offset: int, length: int, regions: Regions, size: int | None
+        cls, offset: int, length: int, block_size: int, regions: Regions, size: int | None
     ) -> tuple[Code, str] | None:
+        """Why qemu refuses a payload block: ``length`` of it must be in the file, but all of
+        ``block_size`` must miss the other regions, even for a last block cut short."""
         if size is not None and offset + length > size:
             return Code.TRUNCATED, (
                 f"block at {offset:#x}+{length:#x} ends past the end of the file ({size:#x});"
                 " the image was truncated, and qemu refuses it"
             )
-        if _overlaps(offset, offset + length, regions.ranges):
+        if _overlaps(offset, offset + block_size, regions.ranges):
             return Code.INVALID_HEADER, (
-                f"block at {offset:#x} overlaps the log, the BAT or the metadata; qemu refuses"
-                " the image"
+                f"block at {offset:#x}+{block_size:#x} overlaps the log or a region of the"
+                " region table; qemu refuses the image"
             )
         return None
 
