@@ -956,6 +956,15 @@ def _bitmaps(
             }
         )
         start += entry.length
+    if ext.nb_bitmaps <= MAX_BITMAPS_READ and start != ext.bitmap_directory_size:
+        # bitmap_list_load: the entries, each padded to 8 bytes, must fill the directory.
+        findings.append(
+            _invalid_at(
+                offset,
+                f"the {ext.nb_bitmaps} bitmap directory entries take {start} bytes, not the "
+                f"{ext.bitmap_directory_size} of bitmap_directory_size",
+            )
+        )
     return bitmaps, findings
 
 
