@@ -535,7 +535,8 @@ class VhdxInspector(Inspector):
         if entry.guid in found:
             return [cls._refused(f"a second {name} region", at)]
         found[entry.guid] = entry
-        if size is not None and entry.end > size:
+        # Not entry.end, which wraps as qemu's sum does: a region that wraps is past any end.
+        if size is not None and entry.file_offset + entry.length > size:
             return [
                 unsafe(
                     Code.OUT_OF_BOUNDS,
