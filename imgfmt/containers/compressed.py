@@ -11,7 +11,9 @@ inside is then inspected as a stream would be (``StreamSource``), so its format 
 virtual size its header declares are known, and a check needing bytes from the middle is a
 ``stream-unverifiable`` finding. Output past the cap stops decompression with a
 ``decompression-limit`` finding (a bomb, or an image too large to verify here); memory stays
-within the two windows and one chunk whatever the stream holds.
+within the two windows and one chunk whatever the stream holds, plus the decoder's own state:
+xz allocates the dictionary its block header names (up to 4 GiB), so an xz stream whose
+decoder would need more than ``MAX_XZ_MEMORY`` is refused.
 
 ``decompress`` is the one streaming decompressor: inspection drains it into the two windows,
 and ``imgfmt convert`` writes it to a scratch file.
@@ -22,6 +24,7 @@ inspector that claims compressed content (ari) win.
 
 from __future__ import annotations
 
+import _compression
 import bz2
 import gzip
 import io
@@ -42,6 +45,8 @@ FORMAT = "compressed"
 DECOMPRESSION_CAP = 256 * 1024 * 1024
 #: Decompressed bytes asked for per read: the memory one step may take.
 CHUNK = 1024 * 1024
+#: Memory the xz decoder may allocate, most of it the dictionary: xz -9 and -9e need 65 MiB.
+MAX_XZ_MEMORY = 256 * 1024 * 1024
 _BZIP2_BLOCK = (bytes.fromhex("314159265359"), bytes.fromhex("177245385090"))
 _MAGIC = (
     (b"\x1f\x8b\x08", "gzip"),
@@ -96,7 +101,16 @@ def open_decompressed(kind: str, raw: BinaryIO) -> Reader:
     if kind == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if kind == "xz":
-        return lzma.LZMAFile(raw, "rb")
+        # lzma.LZMAFile takes no memory limit; this is its reader of concatenated streams,
+        # given one.
+        decoder = _compression.DecompressReader(
+            raw,
+            lzma.LZMADecompressor,
+            trailing_error=lzma.LZMAError,
+            format=lzma.FORMAT_XZ,
+            memlimit=MAX_XZ_MEMORY,
+        )
+        return io.BufferedReader(decoder, CHUNK)
     if kind == "bzip2":
         return bz2.BZ2File(raw, "rb")
     if kind == "zstd":

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import lzma
+import struct
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -73,6 +76,21 @@ def test_bomb_stops_at_the_cap() -> None:
     assert [str(f.code) for f in found.findings] == ["decompression-limit"]
     assert found.virtual_size is None
     assert source.bytes_read < 1 << 20
+
+
+def test_xz_dictionary_above_the_memory_cap_is_refused_before_allocation() -> None:
+    # Stream header (12 bytes), then the block header: size, flags, filter id 0x21 (LZMA2),
+    # properties size, the dictionary size code, padding, CRC32. Code 40 is 4 GiB - 1.
+    data = bytearray(lzma.compress(bytes(4096), format=lzma.FORMAT_XZ))
+    assert data[14:17] == b"\x21\x01\x16"
+    data[16] = 40
+    data[20:24] = struct.pack("<I", zlib.crc32(data[12:20]))
+
+    report = imgfmt.inspect(BytesSource(bytes(data), "dict.xz"))
+
+    assert report.container_format == "compressed"
+    assert [str(f.code) for f in report.findings] == ["invalid-header"]
+    assert "Memory usage limit" in report.findings[0].message
 
 
 def test_gzipped_cpio_stays_an_initramfs() -> None:
