@@ -497,7 +497,10 @@ class VmdkInspector(Inspector):
         limit = min(qemu_length, DESCRIPTOR_CAP)
         data = b""
         while len(data) < limit and b"\0" not in data:
-            data += source.read(at + len(data), min(DESCRIPTOR_CHUNK, limit - len(data)))
+            # A source shorter than its size (a tar member cut short with its archive) is
+            # truncated; a short read must not leave this loop spinning.
+            length = min(DESCRIPTOR_CHUNK, limit - len(data))
+            data += cls.read(source, at + len(data), length, "descriptor text")
         if b"\0" not in data and len(data) < qemu_length:
             findings.append(
                 unsafe(

@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from imgfmt.errors import TruncatedError
 from imgfmt.inspectors.base import Inspection
 from imgfmt.inspectors.vmdk import VmdkInspector
 from imgfmt.report import Severity
-from imgfmt.source import BytesSource, FileSource, StreamSource
+from imgfmt.source import BytesSource, FileSource, SliceSource, StreamSource
 from tests.inspectors import common
 
 FIXTURES = common.entries("vmdk")
@@ -149,6 +150,15 @@ def test_descriptor_longer_than_cap() -> None:
     text = HEADER + "# " + "x" * (70 * 1024) + "\n"
     result = _descriptor(text)
     assert any("runs past" in m for m in _unsafe(result))
+
+
+def test_descriptor_in_a_member_cut_short_is_truncated() -> None:
+    # An OVA member whose archive ends early: the slice claims more bytes than it serves.
+    archive = BytesSource((HEADER + 'RW 8 FLAT "x.img" 0\n').encode())
+    member = SliceSource(archive, 0, 64 * 1024, "cut.ova:disk.vmdk")
+
+    with pytest.raises(TruncatedError, match="descriptor text"):
+        VmdkInspector.inspect(member)
 
 
 def test_many_extents_are_capped() -> None:
