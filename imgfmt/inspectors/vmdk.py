@@ -152,6 +152,8 @@ _EXTENT_LINE = re.compile(
 )
 _HEX = re.compile(r"[ \t\n\v\f\r]*([+-]?)(?:0[xX])?([0-9a-fA-F]+)")
 _DECIMAL = re.compile(r"[+-]?[0-9]+")
+#: Digits of the largest 64-bit number: a longer number is not converted.
+_LONG_DIGITS = 19
 
 
 class SparseExtentHeader(NamedTuple):
@@ -485,7 +487,9 @@ class VmdkInspector(Inspector):
         }
         details.update(_descriptor_details(desc))
         version = details["descriptor_version"]
-        details["version"] = int(version) if version and version.isdigit() else version
+        if version and version.isascii() and version.isdigit() and len(version) <= _LONG_DIGITS:
+            version = int(version)
+        details["version"] = version
         virtual_size = sum(e.sectors for e in extents) * SECTOR_SIZE
         return Inspection(cls.format, virtual_size, details, tuple(findings))
 
@@ -1117,7 +1121,11 @@ def _scan_int(text: str, pos: int) -> tuple[int | None, int]:
     match = _DECIMAL.match(text, pos)
     if match is None:
         return None, pos
-    return max(-(2**63), min(2**63 - 1, int(match[0]))), match.end()
+    # Python refuses to convert thousands of digits; strtol saturates them all the same.
+    digits = match[0].lstrip("+-").lstrip("0")
+    magnitude = int(digits or "0") if len(digits) <= _LONG_DIGITS else 2**64
+    value = -magnitude if match[0].startswith("-") else magnitude
+    return max(-(2**63), min(2**63 - 1, value)), match.end()
 
 
 def _report_external_extents(

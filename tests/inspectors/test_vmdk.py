@@ -161,6 +161,21 @@ def test_descriptor_in_a_member_cut_short_is_truncated() -> None:
         VmdkInspector.inspect(member)
 
 
+def test_numbers_of_thousands_of_digits_saturate() -> None:
+    # int() refuses more than 4300 digits; qemu's strtol saturates.
+    many = "9" * 5000
+    result = _descriptor(HEADER + f'RW {many} FLAT "a.img" {many}\n')
+    assert result.virtual_size == (2**63 - 1) * 512
+
+
+@pytest.mark.parametrize("version", ["\xb2", "1" * 5000])
+def test_version_that_is_no_64_bit_number_is_kept_as_text(version: str) -> None:
+    text = HEADER.replace("version=1", f'version="{version}"') + 'RW 8 FLAT "a.img" 0\n'
+    result = VmdkInspector.inspect(BytesSource(text.encode("latin-1")))
+    assert result.details["version"] == version
+    assert "unsupported-version" in _codes_of(result)
+
+
 def test_many_extents_are_capped() -> None:
     text = HEADER + "# x\n" + 'RW 1 VMFS "a"\n' * 4200
     result = _descriptor(text)
