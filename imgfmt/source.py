@@ -28,6 +28,13 @@ STREAM_TAIL_WINDOW = 64 * 1024
 _STREAM_CHUNK = 1024 * 1024
 
 
+class Tally:
+    """A count that several sources share."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class Source(ABC):
     """Random access to an image's bytes."""
 
@@ -36,6 +43,9 @@ class Source(ABC):
         self.bytes_read = 0
         #: Offsets a probe wanted but a stream had not kept (see ``probe_bytes``).
         self.probe_unread: list[int] = []
+        #: Bytes decompressed from this source and the sources made from it, which share the
+        #: tally: the compressed disks of one archive share one cap (``containers.compressed``).
+        self.decompressed = Tally()
 
     @property
     @abstractmethod
@@ -152,6 +162,7 @@ class SliceSource(Source):
     def __init__(self, parent: Source, start: int, length: int, name: str) -> None:
         super().__init__(name)
         self._parent = parent
+        self.decompressed = parent.decompressed
         self._start = start
         self._length = length
 

@@ -40,8 +40,9 @@ from ..source import STREAM_HEAD_WINDOW, STREAM_TAIL_WINDOW, Source, StreamSourc
 from .base import Container, ContainerInspection, InspectMember, Reader
 
 FORMAT = "compressed"
-#: Decompressed bytes read at most from one stream; past it the rest is unverified. Inflating
-#: zeros runs at about 120 MB/s on a small VM, so this bounds a bomb to a few seconds.
+#: Decompressed bytes read at most from one stream, and from all the streams of one archive
+#: (the disks of an OVA share it); past it the rest is unverified. Inflating zeros runs at
+#: about 120 MB/s on a small VM, so this bounds a bomb to a few seconds.
 DECOMPRESSION_CAP = 256 * 1024 * 1024
 #: Decompressed bytes asked for per read: the memory one step may take.
 CHUNK = 1024 * 1024
@@ -286,10 +287,18 @@ class CompressedContainer(Container):
 def inspect_compressed(
     source: Source, inspect_member: InspectMember, cap: int = DECOMPRESSION_CAP
 ) -> ContainerInspection:
-    """Decompress up to ``cap`` bytes and inspect the disk inside as a stream."""
+    """Decompress up to ``cap`` bytes and inspect the disk inside as a stream.
+
+    The cap is shared: what the streams of the same archive (``source.decompressed``) have
+    already produced is taken off it, so an OVA of many small bombs costs one cap in all.
+    """
     kind = _kind(source)
-    head, tail, size, capped = _drain(source, cap)
-    inner = inspect_member(StreamSource(head, tail, size, f"{source.name} (decompressed)"))
+    left = max(0, cap - source.decompressed.count)
+    head, tail, size, capped = _drain(source, left)
+    source.decompressed.count += size
+    stream = StreamSource(head, tail, size, f"{source.name} (decompressed)")
+    stream.decompressed = source.decompressed
+    inner = inspect_member(stream)
     details = {
         "compression": kind,
         "compressed_size": source.size,
@@ -299,7 +308,7 @@ def inspect_compressed(
     virtual_size = inner.virtual_size
     findings: list[Finding] = []
     if capped:
-        findings.append(_limit_finding(kind, cap, source.size))
+        findings.append(_limit_finding(kind, cap, left, source.size))
         if inner.disk_format == "raw":
             virtual_size = None
     if virtual_size is None:
@@ -327,11 +336,12 @@ def _drain(source: Source, cap: int) -> tuple[bytes, bytes, int, bool]:
     return bytes(head), tail, size, False
 
 
-def _limit_finding(kind: str, cap: int, compressed: int | None) -> Finding:
+def _limit_finding(kind: str, cap: int, left: int, compressed: int | None) -> Finding:
     ratio = f" from {compressed} compressed bytes" if compressed else ""
+    shared = "" if left == cap else f" (what its archive's other streams left of {cap})"
     return unsafe(
         Code.DECOMPRESSION_LIMIT,
-        f"{FORMAT}: the {kind} stream decompresses to more than {cap} bytes{ratio}: a "
-        "compression bomb or an image too large to verify here; decompress it and inspect "
+        f"{FORMAT}: the {kind} stream decompresses to more than {left} bytes{shared}{ratio}: "
+        "a compression bomb or an image too large to verify here; decompress it and inspect "
         "the result",
     )

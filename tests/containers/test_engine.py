@@ -9,13 +9,15 @@ import struct
 import tarfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import imgfmt
-from imgfmt.containers.compressed import inspect_compressed
+from imgfmt.containers import InspectMember
+from imgfmt.containers.compressed import CompressedContainer, inspect_compressed
 from imgfmt.detect import inspect_source
-from imgfmt.source import BytesSource, StreamSource
+from imgfmt.source import BytesSource, Source, StreamSource
 from tests.conftest import fixture_entries
 
 BUILD = {e["name"]: e["path"] for e in fixture_entries() if e["recipe"] in {"ova", "docker"}}
@@ -76,6 +78,36 @@ def test_bomb_stops_at_the_cap() -> None:
     assert [str(f.code) for f in found.findings] == ["decompression-limit"]
     assert found.virtual_size is None
     assert source.bytes_read < 1 << 20
+
+
+def test_the_compressed_disks_of_one_ova_share_one_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each of many small bombs in one OVA decompressed to the whole cap: seconds apiece.
+    def small_cap(cls: type, source: Source, inspect_member: InspectMember) -> Any:
+        return inspect_compressed(source, inspect_member, cap=3 << 20)
+
+    monkeypatch.setattr(CompressedContainer, "inspect", classmethod(small_cap))
+    bomb = gzip.compress(bytes(2 << 20), mtime=0)
+    refs = "".join(f'<File ovf:id="f{n}" ovf:href="d{n}.gz"/>' for n in range(20))
+    descriptor = (
+        '<?xml version="1.0"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" '
+        f'xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References>{refs}</References>'
+        "</Envelope>"
+    ).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
+        for name, data in [("a.ovf", descriptor), *((f"d{n}.gz", bomb) for n in range(20))]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    source = BytesSource(buffer.getvalue(), "bombs.ova")
+
+    report = imgfmt.inspect(source)
+
+    # Each capped stream counts the one byte that showed it goes past its share.
+    assert source.decompressed.count <= (3 << 20) + 20
+    limited = [m for m in report.members if "decompression-limit" in m.codes()]
+    assert len(limited) == 19
+    assert "what its archive's other streams left of 3145728" in limited[-1].findings[0].message
 
 
 def test_xz_dictionary_above_the_memory_cap_is_refused_before_allocation() -> None:
