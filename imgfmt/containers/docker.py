@@ -142,7 +142,7 @@ class _Archive:
             return []
         self.followed.add(digest)
         document = self.document(_blob_path(digest), digest, descriptor.get("size"))
-        if descriptor.get("mediaType") in MEDIA_INDEX or _list(document, "manifests"):
+        if _string(descriptor, "mediaType") in MEDIA_INDEX or _list(document, "manifests"):
             if depth >= MAX_INDEX_DEPTH:
                 self.note(unsafe, Code.INVALID_HEADER, f"indexes nest deeper than {depth}")
                 return []
@@ -413,6 +413,11 @@ def _repositories(document: Any) -> list[str]:
 def _list(document: Any, key: str) -> list[Any]:
     value = document.get(key) if isinstance(document, dict) else None
     return value if isinstance(value, list) else []
+
+
+def _string(document: Any, key: str) -> str | None:
+    value = document.get(key) if isinstance(document, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _as_list(value: Any) -> list[Any]:

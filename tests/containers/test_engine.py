@@ -284,6 +284,27 @@ def test_oci_indexes_naming_one_manifest_many_times_read_it_once() -> None:
     assert source.bytes_read < 4 * len(buffer.getvalue())
 
 
+@pytest.mark.parametrize("media_type", [[], {}])
+def test_oci_index_entry_whose_media_type_is_no_string_is_no_index(media_type: Any) -> None:
+    import json
+
+    with tarfile.open(BUILD["oci.tar"]) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar]  # type: ignore[union-attr]
+    index = json.loads(next(data for m, data in members if m.name == "index.json"))
+    index["manifests"][0]["mediaType"] = media_type
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
+        for member, data in members:
+            data = json.dumps(index).encode() if member.name == "index.json" else data
+            member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if member.isreg() else None)
+
+    report = imgfmt.inspect(BytesSource(buffer.getvalue(), "media-type.tar"))
+
+    assert report.container_format == "docker"
+    assert len(report.details["images"]) == 1
+
+
 def test_docker_save_oci_manifest_json_describing_another_image_is_walked_and_unsafe() -> None:
     # docker load reads manifest.json (classic image store) or index.json (containerd store):
     # a layer only manifest.json names must be walked too, and the disagreement is unsafe.
