@@ -46,6 +46,8 @@ FORMAT = "compressed"
 DECOMPRESSION_CAP = 256 * 1024 * 1024
 #: Decompressed bytes asked for per read: the memory one step may take.
 CHUNK = 1024 * 1024
+#: Compressed bytes read at most beyond the decompressed bytes produced (see ``_Pace``).
+MAX_INPUT_AHEAD = 4 * 1024 * 1024
 #: Memory the xz decoder may allocate, most of it the dictionary: xz -9 and -9e need 65 MiB.
 MAX_XZ_MEMORY = 256 * 1024 * 1024
 _BZIP2_BLOCK = (bytes.fromhex("314159265359"), bytes.fromhex("177245385090"))
@@ -234,7 +236,8 @@ def decompress(source: Source, cap: int) -> Iterator[bytes]:
     ``FormatError`` for a stream that is damaged, cut short or of no known compression.
     """
     kind = _kind(source)
-    raw = io.BufferedReader(SourceStream(source), CHUNK)
+    pace = _Pace(kind)
+    raw = io.BufferedReader(SourceStream(source, watch=pace.consume), CHUNK)
     with closing(open_decompressed(kind, raw)) as stream:
         size = 0
         # At the cap, one byte more tells a stream that ends there from one that goes on.
@@ -242,7 +245,33 @@ def decompress(source: Source, cap: int) -> Iterator[bytes]:
             size += len(chunk)
             if size > cap:
                 raise DecompressionLimit(kind, cap)
+            pace.produced = size
             yield chunk
+
+
+class _Pace:
+    """Refuses a stream whose compressed bytes run ``MAX_INPUT_AHEAD`` ahead of its output.
+
+    Real streams yield output as they go: stored blocks and headers add well under 1%, and
+    a bzip2 block is under 1 MiB. Thousands of empty gzip members, or a gzip file name that
+    never ends, yield nothing and cost the decoder Python work per member or per byte: a
+    gigabyte of them took minutes.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.consumed = 0
+        self.produced = 0
+
+    def consume(self, data: bytes) -> None:
+        self.consumed += len(data)
+        if self.consumed - self.produced > MAX_INPUT_AHEAD:
+            raise FormatError(
+                FORMAT,
+                f"{self.consumed} bytes of the {self.kind} stream decompress to only "
+                f"{self.produced}: empty members, padding or a header that never ends",
+                offset=self.consumed,
+            )
 
 
 def _kind(source: Source) -> str:

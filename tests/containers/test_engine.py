@@ -80,6 +80,26 @@ def test_bomb_stops_at_the_cap() -> None:
     assert source.bytes_read < 1 << 20
 
 
+@pytest.mark.parametrize(
+    "data",
+    [gzip.compress(b"", mtime=0) * 20_000, b"\x1f\x8b\x08\x08" + bytes(6) + b"n" * (1 << 20)],
+    ids=["empty-members", "endless-name"],
+)
+def test_compressed_bytes_that_decompress_to_nothing_are_refused_early(
+    monkeypatch: pytest.MonkeyPatch, data: bytes
+) -> None:
+    # Each empty member or name byte is Python work in the gzip module: 1 GB took minutes.
+    from imgfmt.containers import compressed
+
+    monkeypatch.setattr(compressed, "MAX_INPUT_AHEAD", 64 * 1024)
+    source = BytesSource(data, "empty.gz")
+
+    report = imgfmt.inspect(source)
+
+    assert [str(f.code) for f in report.findings] == ["invalid-header"]
+    assert "decompress to only 0" in report.findings[0].message
+
+
 def test_the_compressed_disks_of_one_ova_share_one_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each of many small bombs in one OVA decompressed to the whole cap: seconds apiece.
     def small_cap(cls: type, source: Source, inspect_member: InspectMember) -> Any:
