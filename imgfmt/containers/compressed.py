@@ -46,7 +46,7 @@ FORMAT = "compressed"
 DECOMPRESSION_CAP = 256 * 1024 * 1024
 #: Decompressed bytes asked for per read: the memory one step may take.
 CHUNK = 1024 * 1024
-#: Compressed bytes read at most beyond the decompressed bytes produced (see ``_Pace``).
+#: Compressed bytes read at most beyond the decompressed bytes produced (``open_decompressed``).
 MAX_INPUT_AHEAD = 4 * 1024 * 1024
 #: Memory the xz decoder may allocate, most of it the dictionary: xz -9 and -9e need 65 MiB.
 MAX_XZ_MEMORY = 256 * 1024 * 1024
@@ -100,7 +100,18 @@ class SourceStream(io.RawIOBase):
 
 
 def open_decompressed(kind: str, raw: BinaryIO) -> Reader:
-    """A reader of the decompressed bytes of ``raw``, all concatenated streams included."""
+    """A reader of the decompressed bytes of ``raw``, all concatenated streams included.
+
+    It raises ``FormatError`` once the compressed bytes read run ``MAX_INPUT_AHEAD`` ahead of
+    the output. Real streams yield output as they go: stored blocks and headers add well under
+    1%, and a bzip2 block is under 1 MiB. Thousands of empty gzip members, or a gzip file name
+    that never ends, yield nothing and cost the gzip reader Python work per member or per
+    byte: a gigabyte of them took minutes.
+    """
+    return _Paced(kind, raw)
+
+
+def _decoder(kind: str, raw: BinaryIO) -> Reader:
     if kind == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if kind == "xz":
@@ -119,6 +130,48 @@ def open_decompressed(kind: str, raw: BinaryIO) -> Reader:
     if kind == "zstd":
         return _ZstdReader(raw)
     raise ValueError(f"unknown compression {kind}")
+
+
+class _Paced:
+    """The decoder's output, counted against the compressed bytes it read (``_Metered``)."""
+
+    def __init__(self, kind: str, raw: BinaryIO) -> None:
+        self.kind = kind
+        self.consumed = 0
+        self.produced = 0
+        self._stream = _decoder(kind, cast(BinaryIO, _Metered(raw, self)))
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._stream.read(size)
+        self.produced += len(data)
+        return data
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _Metered:
+    """The compressed bytes as the decoder reads them, refused past ``MAX_INPUT_AHEAD``."""
+
+    def __init__(self, raw: BinaryIO, paced: _Paced) -> None:
+        self._raw = raw
+        self._paced = paced
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._raw.read(size)
+        paced = self._paced
+        paced.consumed += len(data)
+        if paced.consumed - paced.produced > MAX_INPUT_AHEAD:
+            raise FormatError(
+                FORMAT,
+                f"{paced.consumed} bytes of the {paced.kind} stream decompress to only "
+                f"{paced.produced}: empty members, padding or a header that never ends",
+                offset=paced.consumed,
+            )
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 class _ZstdReader:
@@ -236,8 +289,7 @@ def decompress(source: Source, cap: int) -> Iterator[bytes]:
     ``FormatError`` for a stream that is damaged, cut short or of no known compression.
     """
     kind = _kind(source)
-    pace = _Pace(kind)
-    raw = io.BufferedReader(SourceStream(source, watch=pace.consume), CHUNK)
+    raw = io.BufferedReader(SourceStream(source), CHUNK)
     with closing(open_decompressed(kind, raw)) as stream:
         size = 0
         # At the cap, one byte more tells a stream that ends there from one that goes on.
@@ -245,33 +297,7 @@ def decompress(source: Source, cap: int) -> Iterator[bytes]:
             size += len(chunk)
             if size > cap:
                 raise DecompressionLimit(kind, cap)
-            pace.produced = size
             yield chunk
-
-
-class _Pace:
-    """Refuses a stream whose compressed bytes run ``MAX_INPUT_AHEAD`` ahead of its output.
-
-    Real streams yield output as they go: stored blocks and headers add well under 1%, and
-    a bzip2 block is under 1 MiB. Thousands of empty gzip members, or a gzip file name that
-    never ends, yield nothing and cost the decoder Python work per member or per byte: a
-    gigabyte of them took minutes.
-    """
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.consumed = 0
-        self.produced = 0
-
-    def consume(self, data: bytes) -> None:
-        self.consumed += len(data)
-        if self.consumed - self.produced > MAX_INPUT_AHEAD:
-            raise FormatError(
-                FORMAT,
-                f"{self.consumed} bytes of the {self.kind} stream decompress to only "
-                f"{self.produced}: empty members, padding or a header that never ends",
-                offset=self.consumed,
-            )
 
 
 def _kind(source: Source) -> str:

@@ -100,6 +100,30 @@ def test_compressed_bytes_that_decompress_to_nothing_are_refused_early(
     assert "decompress to only 0" in report.findings[0].message
 
 
+def test_docker_layer_of_empty_gzip_members_is_refused_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from imgfmt.containers import compressed
+
+    monkeypatch.setattr(compressed, "MAX_INPUT_AHEAD", 64 * 1024)
+    buffer = io.BytesIO()
+    with (
+        tarfile.open(BUILD["docker.tar"]) as original,
+        tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out,
+    ):
+        for member in original:
+            data = original.extractfile(member).read() if member.isreg() else b""  # type: ignore[union-attr]
+            if member.isreg() and member.name.endswith(".tar"):
+                data = gzip.compress(b"", mtime=0) * 20_000
+            member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if member.isreg() else None)
+
+    report = imgfmt.inspect(BytesSource(buffer.getvalue(), "empty-layer.tar"))
+
+    messages = [f.message for f in report.findings if f.code == "invalid-header"]
+    assert any("decompress to only 0" in m for m in messages), report.findings
+
+
 def test_the_compressed_disks_of_one_ova_share_one_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each of many small bombs in one OVA decompressed to the whole cap: seconds apiece.
     def small_cap(cls: type, source: Source, inspect_member: InspectMember) -> Any:
