@@ -531,7 +531,14 @@ class VhdxInspector(Inspector):
                 )
             ]
         if name is None:
-            return [info(Code.NOTE, f"vhdx: optional region {guid} is ignored by qemu", at)]
+            return [
+                info(
+                    Code.NOTE,
+                    f"vhdx: optional region {guid} is unknown to qemu, which reads nothing from"
+                    " it (it only checks that no other region overlaps it)",
+                    at,
+                )
+            ]
         if entry.guid in found:
             return [cls._refused(f"a second {name} region", at)]
         found[entry.guid] = entry
