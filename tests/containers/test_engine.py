@@ -8,6 +8,7 @@ import lzma
 import struct
 import tarfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,23 +101,34 @@ def test_compressed_bytes_that_decompress_to_nothing_are_refused_early(
     assert "decompress to only 0" in report.findings[0].message
 
 
+def _rewritten(path: Path, edit: Callable[[tarfile.TarInfo, bytes], bytes]) -> io.BytesIO:
+    """A copy of the archive at ``path`` whose regular members' data went through ``edit``."""
+    buffer = io.BytesIO()
+    with (
+        tarfile.open(path) as original,
+        tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out,
+    ):
+        for member in original:
+            if not member.isreg():
+                out.addfile(member)
+                continue
+            data = edit(member, original.extractfile(member).read())  # type: ignore[union-attr]
+            member.size = len(data)
+            out.addfile(member, io.BytesIO(data))
+    return buffer
+
+
 def test_docker_layer_of_empty_gzip_members_is_refused_early(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from imgfmt.containers import compressed
 
     monkeypatch.setattr(compressed, "MAX_INPUT_AHEAD", 64 * 1024)
-    buffer = io.BytesIO()
-    with (
-        tarfile.open(BUILD["docker.tar"]) as original,
-        tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out,
-    ):
-        for member in original:
-            data = original.extractfile(member).read() if member.isreg() else b""  # type: ignore[union-attr]
-            if member.isreg() and member.name.endswith(".tar"):
-                data = gzip.compress(b"", mtime=0) * 20_000
-            member.size = len(data)
-            out.addfile(member, io.BytesIO(data) if member.isreg() else None)
+    empty_members = gzip.compress(b"", mtime=0) * 20_000
+    buffer = _rewritten(
+        BUILD["docker.tar"],
+        lambda member, data: empty_members if member.name.endswith(".tar") else data,
+    )
 
     report = imgfmt.inspect(BytesSource(buffer.getvalue(), "empty-layer.tar"))
 
@@ -361,19 +373,17 @@ def test_docker_save_oci_manifest_json_describing_another_image_is_walked_and_un
         info.size = 4
         tar.addfile(info, io.BytesIO(b"evil"))
     evil = f"blobs/sha256/{hashlib.sha256(layer.getvalue()).hexdigest()}"
-    buffer = io.BytesIO()
-    with (
-        tarfile.open(BUILD["docker-oci.tar"]) as original,
-        tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out,
-    ):
-        for member in original:
-            data = original.extractfile(member).read() if member.isreg() else b""  # type: ignore[union-attr]
-            if member.name == "manifest.json":
-                manifest = json.loads(data)
-                manifest[0]["Layers"] = [evil]
-                data = json.dumps(manifest).encode()
-            member.size = len(data)
-            out.addfile(member, io.BytesIO(data) if member.isreg() else None)
+
+    def retarget(member: tarfile.TarInfo, data: bytes) -> bytes:
+        if member.name != "manifest.json":
+            return data
+        manifest = json.loads(data)
+        manifest[0]["Layers"] = [evil]
+        return json.dumps(manifest).encode()
+
+    buffer = _rewritten(BUILD["docker-oci.tar"], retarget)
+    buffer.seek(0)
+    with tarfile.open(fileobj=buffer, mode="a", format=tarfile.USTAR_FORMAT) as out:
         info = tarfile.TarInfo(evil)
         info.size = len(layer.getvalue())
         out.addfile(info, io.BytesIO(layer.getvalue()))
