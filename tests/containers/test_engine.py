@@ -8,8 +8,9 @@ import lzma
 import struct
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -101,8 +102,13 @@ def test_compressed_bytes_that_decompress_to_nothing_are_refused_early(
     assert "decompress to only 0" in report.findings[0].message
 
 
-def _rewritten(path: Path, edit: Callable[[tarfile.TarInfo, bytes], bytes]) -> io.BytesIO:
-    """A copy of the archive at ``path`` whose regular members' data went through ``edit``."""
+def _rewritten(
+    path: Path,
+    edit: Callable[[tarfile.TarInfo, bytes], bytes],
+    added: Mapping[str, bytes] = MappingProxyType({}),
+) -> io.BytesIO:
+    """A copy of the archive at ``path`` whose regular members' data went through ``edit``,
+    followed by the ``added`` files (read after the copy, so ``edit`` may fill them in)."""
     buffer = io.BytesIO()
     with (
         tarfile.open(path) as original,
@@ -115,6 +121,10 @@ def _rewritten(path: Path, edit: Callable[[tarfile.TarInfo, bytes], bytes]) -> i
             data = edit(member, original.extractfile(member).read())  # type: ignore[union-attr]
             member.size = len(data)
             out.addfile(member, io.BytesIO(data))
+        for name, data in added.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
     return buffer
 
 
@@ -300,37 +310,44 @@ def test_ova_with_a_repeated_file_id_keeps_the_unsafe_disk(tmp_path: Path) -> No
     assert [m.path.rsplit(":", 1)[1] for m in report.members] == ["evil.vmdk"]
 
 
+def _with_index(
+    edit: Callable[[dict[str, Any]], None], added: Mapping[str, bytes] = MappingProxyType({})
+) -> io.BytesIO:
+    """A copy of the OCI fixture archive whose index.json went through ``edit``."""
+    import json
+
+    def rewrite(member: tarfile.TarInfo, data: bytes) -> bytes:
+        if member.name != "index.json":
+            return data
+        index = json.loads(data)
+        edit(index)
+        return json.dumps(index).encode()
+
+    return _rewritten(BUILD["oci.tar"], rewrite, added)
+
+
 def test_oci_indexes_naming_one_manifest_many_times_read_it_once() -> None:
     # Three levels of 40 entries each: 128,000 walks to the one manifest before, and 40 more
     # entries per level multiply it again; each index and manifest is now read once.
     import hashlib
     import json
 
-    with tarfile.open(BUILD["oci.tar"]) as tar:
-        members = [(m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar]  # type: ignore[union-attr]
     blobs: dict[str, bytes] = {}
-    index = json.loads(next(data for m, data in members if m.name == "index.json"))
-    entry = index["manifests"][0]
-    for _ in range(3):
-        nested = json.dumps({"schemaVersion": 2, "manifests": [entry] * 40}).encode()
-        digest = hashlib.sha256(nested).hexdigest()
-        blobs[f"blobs/sha256/{digest}"] = nested
-        entry = {
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "digest": f"sha256:{digest}",
-            "size": len(nested),
-        }
-    index["manifests"] = [entry, entry]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
-        for member, data in members:
-            data = json.dumps(index).encode() if member.name == "index.json" else data
-            member.size = len(data)
-            out.addfile(member, io.BytesIO(data) if member.isreg() else None)
-        for name, data in blobs.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
+
+    def fan_out(index: dict[str, Any]) -> None:
+        entry = index["manifests"][0]
+        for _ in range(3):
+            nested = json.dumps({"schemaVersion": 2, "manifests": [entry] * 40}).encode()
+            digest = hashlib.sha256(nested).hexdigest()
+            blobs[f"blobs/sha256/{digest}"] = nested
+            entry = {
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": f"sha256:{digest}",
+                "size": len(nested),
+            }
+        index["manifests"] = [entry, entry]
+
+    buffer = _with_index(fan_out, blobs)
     source = BytesSource(buffer.getvalue(), "fan-out.tar")
 
     report = imgfmt.inspect(source)
@@ -342,18 +359,11 @@ def test_oci_indexes_naming_one_manifest_many_times_read_it_once() -> None:
 
 @pytest.mark.parametrize("media_type", [[], {}])
 def test_oci_index_entry_whose_media_type_is_no_string_is_no_index(media_type: Any) -> None:
-    import json
 
-    with tarfile.open(BUILD["oci.tar"]) as tar:
-        members = [(m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar]  # type: ignore[union-attr]
-    index = json.loads(next(data for m, data in members if m.name == "index.json"))
-    index["manifests"][0]["mediaType"] = media_type
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
-        for member, data in members:
-            data = json.dumps(index).encode() if member.name == "index.json" else data
-            member.size = len(data)
-            out.addfile(member, io.BytesIO(data) if member.isreg() else None)
+    def retype(index: dict[str, Any]) -> None:
+        index["manifests"][0]["mediaType"] = media_type
+
+    buffer = _with_index(retype)
 
     report = imgfmt.inspect(BytesSource(buffer.getvalue(), "media-type.tar"))
 
@@ -381,12 +391,7 @@ def test_docker_save_oci_manifest_json_describing_another_image_is_walked_and_un
         manifest[0]["Layers"] = [evil]
         return json.dumps(manifest).encode()
 
-    buffer = _rewritten(BUILD["docker-oci.tar"], retarget)
-    buffer.seek(0)
-    with tarfile.open(fileobj=buffer, mode="a", format=tarfile.USTAR_FORMAT) as out:
-        info = tarfile.TarInfo(evil)
-        info.size = len(layer.getvalue())
-        out.addfile(info, io.BytesIO(layer.getvalue()))
+    buffer = _rewritten(BUILD["docker-oci.tar"], retarget, {evil: layer.getvalue()})
 
     report = imgfmt.inspect(BytesSource(buffer.getvalue(), "split.tar"))
 
