@@ -1029,9 +1029,15 @@ def _qemu_extents(text: str, base: int, findings: list[Finding]) -> list[QemuExt
     """The extents qemu's vmdk_parse_extents would open, scanning from every line start."""
     following = _next_non_space(text)
     extents: list[QemuExtent] = []
+    # sscanf skips blank lines, so every line start before a line scans that same line again:
+    # scan each once, or thousands of blank lines before a long number cost seconds.
+    scanned: dict[int, list[str | int]] = {}
     start = 0
     while start < len(text):
-        fields = _scan_extent_line(text, start, following)
+        first = following[start]
+        if first not in scanned:
+            scanned[first] = _scan_extent_line(text, first, following)
+        fields = scanned[first]
         extent, invalid = _qemu_extent(fields, base + start)
         if invalid:
             line = text[start:].split("\n", 1)[0].rstrip("\r")
