@@ -182,6 +182,9 @@ class StreamSource(Source):
 
     def __init__(self, head: bytes, tail: bytes, size: int, name: str) -> None:
         super().__init__(name)
+        if len(head) + len(tail) == size:
+            # The whole stream was kept: one buffer, not a join of 8 MiB for every read.
+            head, tail = head + tail, b""
         self._head = head
         self._tail = tail
         self._size = size
@@ -221,9 +224,6 @@ class StreamSource(Source):
         end = offset + length
         head_len = len(self._head)
         tail_start = self._size - len(self._tail)
-        if self.complete:
-            data = self._head + self._tail
-            return data[offset:end]
         if end <= head_len:
             return self._head[offset:end]
         if offset >= tail_start:
