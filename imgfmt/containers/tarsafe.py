@@ -19,6 +19,7 @@ import enum
 import hashlib
 import posixpath
 import struct
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple, Protocol
 
@@ -179,6 +180,7 @@ def walk(cursor: Cursor, fmt: str) -> Iterator[TarMember]:
     """Every member of the archive at ``cursor``; ``FormatError`` on a damaged header."""
     extended: dict[str, str] = {}
     globals_: dict[str, str] = {}
+    sparse_globals = False
     kinds: set[int] = set()
     for _ in range(MAX_MEMBERS):
         header_offset = cursor.position
@@ -203,9 +205,13 @@ def walk(cursor: Cursor, fmt: str) -> Iterator[TarMember]:
             if typeflag != ord("g"):
                 kinds.add(typeflag)
             data = _read_extension(cursor, size, header_offset, fmt)
-            _apply_extension(typeflag, data, extended, globals_, header_offset, fmt)
+            records = _apply_extension(typeflag, data, extended, globals_, header_offset, fmt)
+            sparse_globals = sparse_globals or (typeflag == ord("g") and _sparse(records))
             continue
-        merged = {**globals_, **extended}
+        # Global records pile up over the archive: look keys up in them, never copy or scan
+        # them for each member (100000 records and 1000 members took 11 s).
+        merged = ChainMap(extended, globals_)
+        sparse = sparse_globals or _sparse(extended)
         extended = {}
         kinds = set()
         member = TarMember(
@@ -216,7 +222,7 @@ def walk(cursor: Cursor, fmt: str) -> Iterator[TarMember]:
             offset=cursor.position,
             header_offset=header_offset,
             linkname=merged.get("linkpath", linkname),
-            sparse=any(key.startswith("GNU.sparse.") for key in merged),
+            sparse=sparse,
         )
         yield member
         if member.carries_data:
@@ -461,7 +467,8 @@ def _apply_extension(
     globals_: dict[str, str],
     offset: int,
     fmt: str,
-) -> None:
+) -> dict[str, str]:
+    """Add an extended header's records to the member's or the global ones; return them."""
     if typeflag == ord("g"):
         records = _pax_records(data, offset, fmt)
         named = sorted(records.keys() & _MEMBER_KEYS)
@@ -474,7 +481,7 @@ def _apply_extension(
                 offset=offset,
             )
         globals_.update(records)
-        return
+        return records
     if typeflag == ord("L"):
         records = {"path": _text(data)}
     elif typeflag == ord("K"):
@@ -491,6 +498,12 @@ def _apply_extension(
             offset=offset,
         )
     extended.update(records)
+    return records
+
+
+def _sparse(records: Iterable[str]) -> bool:
+    """True when pax records describe a GNU sparse file."""
+    return any(key.startswith("GNU.sparse.") for key in records)
 
 
 def _pax_records(data: bytes, offset: int, fmt: str) -> dict[str, str]:
