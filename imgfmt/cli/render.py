@@ -20,6 +20,9 @@ FORMATS = ("table", "json", "value")
 Command = TypeVar("Command", bound=Callable[..., Any])
 #: Narrowest a column is folded to when a table must fit the terminal.
 MIN_COLUMN = 8
+#: Widest a column grows, on a terminal or not: a wider cell folds, so that the other rows
+#: are not padded to its width (an OVA's list of 2000 files made every row 94 KB wide).
+MAX_COLUMN = 1024
 
 
 def format_option(f: Command) -> Command:
@@ -84,10 +87,13 @@ def emit_values(rows: Iterable[Sequence[Any]]) -> None:
 def emit_table(
     columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None
 ) -> None:
-    """An ASCII table as the OpenStack client draws it; cells fold to fit a terminal."""
+    """An ASCII table as the OpenStack client draws it; cells fold to fit a terminal, and at
+    ``MAX_COLUMN`` characters anywhere."""
     header = [printable(c) for c in columns]
     cells = [[scalar(v) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    widths = [
+        min(MAX_COLUMN, max([len(h)] + [len(r[i]) for r in cells])) for i, h in enumerate(header)
+    ]
     if stdout_is_terminal():
         import shutil  # only for a terminal: it imports the bz2 and lzma modules
 
