@@ -33,6 +33,10 @@ from .tarsafe import unsafe_path
 FORMAT = "ovf"
 #: Largest descriptor read; real ones are tens of KiB.
 MAX_DESCRIPTOR = 4 * 1024 * 1024
+#: Files (children of References) and Disk elements read; a package holds a few. Each is a
+#: finding or an inspection: 900000 References children in 3.6 MB made 1.8 million findings.
+MAX_FILES = 1024
+MAX_DISKS = 1024
 #: What a descriptor's first bytes must show for the probe.
 PROBE_WINDOW = 4096
 #: Longest decimal number read from a descriptor: 20 digits hold any 64-bit value, and Python
@@ -118,6 +122,7 @@ class Descriptor(NamedTuple):
             raise FormatError(fmt, f"the descriptor is not well-formed XML: {exc}") from None
         if _local(root.tag) != "Envelope":
             raise FormatError(fmt, f"the descriptor's root is {_local(root.tag)}, not Envelope")
+        _check_counts(root, fmt)
         files = tuple(_files(root))
         disks, findings = _disks(root, fmt)
         findings = _reference_findings(root, fmt) + _attribute_findings(root, fmt) + findings
@@ -322,6 +327,16 @@ def _files(root: Element) -> Iterator[OvfFile]:
                 href=_attr(node, "href") or "",
                 size=_decimal(size) if size else None,
                 compression=_attr(node, "compression"),
+            )
+
+
+def _check_counts(root: Element, fmt: str) -> None:
+    files = sum(len(references) for references in _descendants(root, "References"))
+    disks = sum(1 for _ in _descendants(root, "Disk"))
+    for what, count, cap in (("files", files, MAX_FILES), ("Disk elements", disks, MAX_DISKS)):
+        if count > cap:
+            raise FormatError(
+                fmt, f"the descriptor lists {count} {what}; imgfmt checks no more than {cap}"
             )
 
 

@@ -80,6 +80,18 @@ def test_a_repeated_href_is_inspected_once() -> None:
     assert len(findings) == 1000
 
 
+@pytest.mark.parametrize(
+    ("where", "element"),
+    [("</References>", "<Junk/>"), ("</DiskSection>", "<Disk/>")],
+    ids=["files", "disks"],
+)
+def test_more_files_or_disks_than_any_package_is_a_format_error(where: str, element: str) -> None:
+    # Each was a finding or two: 900,000 References children in 3.6 MB took 7 s and 790 MB.
+    data = descriptor().replace(where.encode(), (element * 2000 + where).encode())
+    with pytest.raises(FormatError, match="lists 20"):
+        Descriptor.from_bytes(data, "ovf")
+
+
 @pytest.mark.parametrize("order", ["plain-first", "ovf-first"])
 def test_an_attribute_given_twice_is_a_finding(order: str) -> None:
     # imgfmt and Glance take the first href, virt-v2v and other XPath readers ovf:href.
