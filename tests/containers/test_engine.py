@@ -326,6 +326,20 @@ def _with_index(
     return _rewritten(BUILD["oci.tar"], rewrite, added)
 
 
+def test_ova_manifest_of_more_lines_than_files_is_refused() -> None:
+    # Each line that is no digest line was a finding: 2 million in a 4 MB manifest.
+    with tarfile.open(BUILD["good.ova"]) as tar:
+        ovf = tar.extractfile("appliance.ovf").read()  # type: ignore[union-attr]
+    manifest = b"x\n" * 5000
+    archive = _tar_block("appliance.ovf", len(ovf)) + _padded(ovf)
+    archive += _tar_block("appliance.mf", len(manifest)) + _padded(manifest) + bytes(1024)
+
+    report = imgfmt.inspect(BytesSource(archive, "a.ova"))
+
+    assert [str(f.code) for f in report.findings] == ["invalid-header"]
+    assert "more than 4096 lines" in report.findings[0].message
+
+
 def test_oci_indexes_naming_one_manifest_many_times_read_it_once() -> None:
     # Three levels of 40 entries each: 128,000 walks to the one manifest before, and 40 more
     # entries per level multiply it again; each index and manifest is now read once.
