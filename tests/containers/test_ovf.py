@@ -106,6 +106,19 @@ def test_an_attribute_given_twice_is_a_finding(order: str) -> None:
     assert "evil.vmdk" in parsed.findings[0].message
 
 
+def test_attributes_given_twice_are_summed_up_past_a_few() -> None:
+    # One finding each: 60,000 in a 2.5 MB descriptor took 1.3 s to print, 4 MiB holds more.
+    spaces = " ".join(f'xmlns:n{i}="urn:{i}"' for i in range(40))
+    hrefs = " ".join(f'n{i}:href="{i}.vmdk"' for i in range(40))
+    data = descriptor().replace(b"<Envelope ", f"<Envelope {spaces} ".encode(), 1)
+    data = data.replace(b'ovf:href="disk.vmdk"', f'ovf:href="disk.vmdk" {hrefs}'.encode())
+
+    parsed = Descriptor.from_bytes(data, "ovf")
+
+    assert [str(f.code) for f in parsed.findings] == ["invalid-header"] * 17
+    assert parsed.findings[-1].message == "ovf: 24 more attributes given twice"
+
+
 @pytest.mark.parametrize(
     ("href", "bad"),
     [
