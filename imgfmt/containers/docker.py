@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import FormatError
 from ..report import Code, Finding, unsafe, warning
@@ -84,6 +84,17 @@ class DockerContainer(Container):
         return ContainerInspection(FORMAT, None, None, details, tuple(archive.findings))
 
 
+class _Walked(NamedTuple):
+    """What one walk of a layer member found: its digest, its DiffID (``None`` past the
+    cap), its compression, its uncompressed size and its tar members."""
+
+    blob: str
+    diff_id: str | None
+    compression: str | None
+    uncompressed_size: int | None
+    members: int
+
+
 class _Archive:
     """One archive being read: its members, what was verified, and the findings so far."""
 
@@ -94,6 +105,7 @@ class _Archive:
         self.findings: list[Finding] = []
         self.verified: set[str] = set()
         self.layers: dict[str, dict[str, Any]] = {}
+        self.walked: dict[tuple[int, str], _Walked] = {}
         self.tags: list[str] = []
         self.uncompressed = 0
         # Read once each: indexes that name one index or manifest many times over would
@@ -228,8 +240,28 @@ class _Archive:
     def walk_layer(
         self, path: str, member: TarMember, digest: str | None, diff: Any
     ) -> dict[str, Any]:
+        """A layer member's facts for one reference to it, with the digests it names checked."""
         algorithm = _algorithm(digest, self) if digest else "sha256"
-        blob_hash = hashlib.new(algorithm or "sha256")
+        # Paths that differ only in slashes, or links, name one member: walk it once, or
+        # a 40 KB archive naming a 1 GiB layer 64 times took a minute.
+        key = (member.offset, algorithm or "sha256")
+        if key not in self.walked:
+            self.walked[key] = self.walk(path, member, algorithm or "sha256")
+        walked = self.walked[key]
+        if digest is not None and algorithm is not None:
+            self.check_digest(path, digest, walked.blob)
+        if isinstance(diff, str) and walked.diff_id is not None:
+            self.check_digest(f"{path} (uncompressed)", diff, walked.diff_id)
+        return {
+            "size": member.size,
+            "compression": walked.compression,
+            "uncompressed_size": walked.uncompressed_size,
+            "members": walked.members,
+        }
+
+    def walk(self, path: str, member: TarMember, algorithm: str) -> _Walked:
+        """Read a layer member through: hash it, decompress it and walk its tar."""
+        blob_hash = hashlib.new(algorithm)
         raw = io.BufferedReader(
             SourceStream(self.source, member.offset, member.size, blob_hash.update), tarsafe.CHUNK
         )
@@ -249,16 +281,13 @@ class _Archive:
             pass
         rule = tarsafe.LinkRule.ROOTFS
         self.findings.extend(tarsafe.member_findings(members, tap.fmt, None, rule))
-        if digest is not None and algorithm is not None:
-            self.check_digest(path, digest, f"{algorithm}:{blob_hash.hexdigest()}")
-        if isinstance(diff, str) and not tap.over:
-            self.check_digest(f"{path} (uncompressed)", diff, f"sha256:{tap.hash.hexdigest()}")
-        return {
-            "size": member.size,
-            "compression": kind,
-            "uncompressed_size": None if tap.over else tap.size,
-            "members": len(members),
-        }
+        return _Walked(
+            f"{algorithm}:{blob_hash.hexdigest()}",
+            None if tap.over else f"sha256:{tap.hash.hexdigest()}",
+            kind,
+            None if tap.over else tap.size,
+            len(members),
+        )
 
     def verify_remaining_blobs(self) -> None:
         for path, member in self.files.items():

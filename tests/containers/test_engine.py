@@ -459,6 +459,38 @@ def test_layers_share_one_decompression_cap(monkeypatch: pytest.MonkeyPatch) -> 
     assert "for all layers" in report.findings[0].message
 
 
+def test_a_layer_named_by_many_paths_is_walked_once() -> None:
+    # "layer.tar", "/layer.tar", "//layer.tar"... name one member: a 40 KB archive naming a
+    # 1 GiB zstd layer 64 times walked 64 GiB.
+    import json
+
+    walked = io.BytesIO()
+    with tarfile.open(fileobj=walked, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("zero")
+        info.size = 64 * 1024
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    paths = ["/" * n + "layer.tar" for n in range(8)]
+    config = {"architecture": "amd64", "os": "linux", "rootfs": {"diff_ids": []}}
+    files = {
+        "manifest.json": json.dumps([{"Config": "c.json", "Layers": paths}]).encode(),
+        "c.json": json.dumps(config).encode(),
+        "layer.tar": walked.getvalue(),
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    source = BytesSource(buffer.getvalue(), "paths.tar")
+
+    report = imgfmt.inspect(source)
+
+    (image,) = report.details["images"]
+    assert [layer["members"] for layer in image["layers"]] == [1] * 8
+    assert source.bytes_read < 2 * len(files["layer.tar"]) + 64 * 1024
+
+
 def test_ova_descriptor_below_the_top_is_unsafe(tmp_path: Path) -> None:
     # DSP0243 resolves href "disk.vmdk" of sub/appliance.ovf to sub/disk.vmdk; imgfmt and
     # Glance look up disk.vmdk, so each would take another disk.
