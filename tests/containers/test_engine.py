@@ -491,6 +491,27 @@ def test_a_layer_named_by_many_paths_is_walked_once() -> None:
     assert source.bytes_read < 2 * len(files["layer.tar"]) + 64 * 1024
 
 
+def test_a_config_named_by_many_paths_is_read_once() -> None:
+    # Each of 100 names of one 4 MB config ("c.json", "/c.json", ...) was read, hashed and
+    # parsed anew, and every parse kept: 740 MB.
+    import json
+
+    config = json.dumps({"architecture": "amd64", "os": "linux", "pad": "x" * 65536}).encode()
+    entries = [{"Config": "/" * n + "c.json", "Layers": []} for n in range(50)]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
+        for name, data in (("manifest.json", json.dumps(entries).encode()), ("c.json", config)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    source = BytesSource(buffer.getvalue(), "configs.tar")
+
+    report = imgfmt.inspect(source)
+
+    assert [image["architecture"] for image in report.details["images"]] == ["amd64"] * 50
+    assert source.bytes_read < 3 * len(config)
+
+
 def test_ova_descriptor_below_the_top_is_unsafe(tmp_path: Path) -> None:
     # DSP0243 resolves href "disk.vmdk" of sub/appliance.ovf to sub/disk.vmdk; imgfmt and
     # Glance look up disk.vmdk, so each would take another disk.
