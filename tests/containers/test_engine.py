@@ -512,6 +512,29 @@ def test_a_config_named_by_many_paths_is_read_once() -> None:
     assert source.bytes_read < 3 * len(config)
 
 
+def test_layer_names_past_any_image_are_capped_and_their_findings_counted() -> None:
+    # Each missing layer was a finding: 400000 names in a 3.5 MB archive took 9 s to print.
+    import json
+
+    layers = [f"{n:x}" for n in range(3000)]
+    entries = [{"Config": "c.json", "Layers": layers}]
+    config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
+        for name, data in (("manifest.json", json.dumps(entries).encode()), ("c.json", config)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+
+    report = imgfmt.inspect(BytesSource(buffer.getvalue(), "layers.tar"))
+
+    messages = [f.message for f in report.findings]
+    assert messages[0] == "docker: 3000 c.json layers; only the first 1024 were read"
+    assert messages[-1] == "docker: 769 more problems were found, not listed"
+    assert len(messages) == 257
+    assert len(report.details["images"][0]["layers"]) == 1024
+
+
 def test_ova_descriptor_below_the_top_is_unsafe(tmp_path: Path) -> None:
     # DSP0243 resolves href "disk.vmdk" of sub/appliance.ovf to sub/disk.vmdk; imgfmt and
     # Glance look up disk.vmdk, so each would take another disk.
