@@ -20,7 +20,7 @@ import hashlib
 import posixpath
 import struct
 from collections import ChainMap
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import NamedTuple, Protocol
 
 from ..errors import FormatError, TruncatedError, UnverifiableError
@@ -41,6 +41,7 @@ MAX_SIZE_DIGITS = 20
 
 _HEADER = struct.Struct("<100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
 _CHKSUM = slice(148, 156)
+_ASCII = bytes(range(128))
 
 REGULAR = frozenset(b"0\x007")
 LINKS = frozenset(b"12")
@@ -210,7 +211,7 @@ def walk(cursor: Cursor, fmt: str) -> Iterator[TarMember]:
             continue
         # Global records pile up over the archive: look keys up in them, never copy or scan
         # them for each member (100000 records and 1000 members took 11 s).
-        merged = ChainMap(extended, globals_)
+        merged: Mapping[str, str] = ChainMap(extended, globals_) if globals_ else extended
         sparse = sparse_globals or _sparse(extended)
         extended = {}
         kinds = set()
@@ -414,7 +415,9 @@ def _checksum_ok(block: bytes) -> bool:
         return False
     blanked = block[:148] + b" " * 8 + block[156:]
     unsigned = sum(blanked)
-    signed = sum(b - 256 if b > 127 else b for b in blanked)
+    # Old tars summed signed chars: each byte above 127 counts 256 less. Counted in C, since
+    # a Python loop per byte made each header cost 25 us (2.5 s a 100000-member layer).
+    signed = unsigned - 256 * len(blanked.translate(None, _ASCII))
     return expected in (unsigned, signed)
 
 

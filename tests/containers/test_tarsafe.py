@@ -136,6 +136,23 @@ def test_bad_checksum_is_a_format_error() -> None:
         _walk(bytes(data))
 
 
+def test_a_checksum_of_signed_bytes_is_accepted_and_cheap() -> None:
+    # Old tars summed signed chars. The sum of every header was a Python loop per byte:
+    # 25 us a header, 2.5 s for a layer of 100000 empty members (150 KB of zstd).
+    header = bytearray(_file("\xe9t\xe9")[0].tobuf(tarfile.USTAR_FORMAT))
+    header[148:156] = b" " * 8
+    signed = sum(b - 256 if b > 127 else b for b in header)
+    header[148:156] = b"%06o\0 " % signed
+    block = bytes(header) + bytes(512)
+
+    start = time.process_time()
+    for _ in range(100_000):
+        assert tarsafe._checksum_ok(block)
+
+    assert time.process_time() - start < 1
+    assert [m.name for m in _walk(block + bytes(1024))] == ["\xe9t\xe9"]
+
+
 @pytest.mark.parametrize(
     "entry",
     [_file("../etc/x"), _file("/etc/x"), _link("l", "/etc/passwd"), _link("h", "a", b"1")],
