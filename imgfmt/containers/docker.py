@@ -42,8 +42,9 @@ MAX_LAYER_UNCOMPRESSED = 16 * 1024 * 1024 * 1024
 MAX_TOTAL_UNCOMPRESSED = 4 * MAX_LAYER_UNCOMPRESSED
 #: Images (manifest.json entries, index entries) and layers of one image read: Docker stacks
 #: at most 127 layers. Each name is a lookup and maybe a finding: 400000 layer names in a
-#: 3.5 MB archive made as many findings, 9 s for imgfmt inspect.
-MAX_IMAGES = 1024
+#: 3.5 MB archive made as many findings, 9 s for imgfmt inspect. Each image lists its layers
+#: in the details: 1000 images of 800 layers named "a" printed 95 MB of JSON from 4 MB.
+MAX_IMAGES = 64
 MAX_LAYERS = 1024
 #: Findings of the archive's checks and of its layers' members listed one by one; the rest
 #: are counted.
