@@ -46,6 +46,9 @@ class Source(ABC):
         #: Bytes decompressed from this source and the sources made from it, which share the
         #: tally: the compressed disks of one archive share one cap (``containers.compressed``).
         self.decompressed = Tally()
+        #: libmagic runs on this source and the sources made from it, shared the same way:
+        #: past a few, a raw disk inside an archive is not named (``detect._magic``).
+        self.described = Tally()
 
     @property
     @abstractmethod
@@ -163,6 +166,7 @@ class SliceSource(Source):
         super().__init__(name)
         self._parent = parent
         self.decompressed = parent.decompressed
+        self.described = parent.described
         self._start = start
         self._length = length
 

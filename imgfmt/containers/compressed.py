@@ -353,6 +353,7 @@ def inspect_compressed(
     source.decompressed.count += size
     stream = StreamSource(head, tail, size, f"{source.name} (decompressed)")
     stream.decompressed = source.decompressed
+    stream.described = source.described
     inner = inspect_member(stream)
     details = {
         "compression": kind,

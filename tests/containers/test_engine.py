@@ -238,6 +238,27 @@ def test_no_image_is_named_by_libmagic(tmp_path: Path) -> None:
     assert "tar archive" in report.details["magic"]
 
 
+def test_libmagic_names_only_the_first_raw_disks_of_an_archive() -> None:
+    # libmagic spends 0.2 s on 8 KiB of blank lines: an 880 KB OVA of 100 such files took 20 s.
+    names = [f"d{n}" for n in range(6)]
+    refs = "".join(f'<File ovf:id="{name}" ovf:href="{name}"/>' for name in names)
+    ovf = (
+        '<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" '
+        f'xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References>{refs}</References>'
+        "</Envelope>"
+    ).encode()
+    archive = _tar_block("a.ovf", len(ovf)) + _padded(ovf)
+    for name in names:
+        archive += _tar_block(name, 8192) + b"\n" * 8192
+    archive += bytes(1024)
+
+    report = imgfmt.inspect(BytesSource(archive, "blank.ova"))
+
+    magic = [member.details["magic"] for member in report.members]
+    assert magic[:4] == ["ASCII text"] * 4
+    assert magic[4:] == ["unknown: libmagic already ran 4 times on this archive"] * 2
+
+
 def test_cli_table_shows_members_and_expect_container() -> None:
     from click.testing import CliRunner
 
