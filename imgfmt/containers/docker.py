@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 from ..errors import FormatError
@@ -46,6 +48,10 @@ MAX_TOTAL_UNCOMPRESSED = 4 * MAX_LAYER_UNCOMPRESSED
 #: in the details: 1000 images of 800 layers named "a" printed 95 MB of JSON from 4 MB.
 MAX_IMAGES = 64
 MAX_LAYERS = 1024
+#: Tags listed in the details, and the longest repository and tag names Docker accepts.
+MAX_TAGS = 256
+MAX_REPOSITORY = 255
+MAX_TAG = 128
 #: Findings of the archive's checks and of its layers' members listed one by one; the rest
 #: are counted.
 MAX_NOTES = 256
@@ -134,7 +140,7 @@ class _Archive:
         images: list[dict[str, Any]] = []
         for descriptor in self.capped(_list(index, "manifests"), MAX_IMAGES, "index.json entries"):
             images.extend(self.follow(descriptor, 0))
-        self.tags.extend(_repo_tags(self.document_if("manifest.json")))
+        self.add_tags(_repo_tags(self.document_if("manifest.json")))
         return images
 
     def legacy_images(self) -> list[dict[str, Any]]:
@@ -152,9 +158,9 @@ class _Archive:
             for number, path in enumerate(paths):
                 diff_id = diff_ids[number] if number < len(diff_ids) else None
                 layers.append(self.layer(path, _digest_from_path(path), None, diff_id))
-            self.tags.extend(_strings(entry.get("RepoTags")))
+            self.add_tags(_strings(entry.get("RepoTags")))
             images.append({**_config_facts(config), "config": config_path, "layers": layers})
-        self.tags.extend(_repositories(self.document_if("repositories")))
+        self.add_tags(_repositories(self.document_if("repositories")))
         return images
 
     def follow(self, descriptor: Any, depth: int) -> list[dict[str, Any]]:
@@ -163,7 +169,7 @@ class _Archive:
             return []
         annotations = descriptor.get("annotations")
         if isinstance(annotations, dict):
-            self.tags.extend(str(annotations[k]) for k in REF_ANNOTATIONS if k in annotations)
+            self.add_tags(str(annotations[k]) for k in REF_ANNOTATIONS if k in annotations)
         digest = descriptor["digest"]
         if digest in self.followed:
             return []
@@ -358,6 +364,10 @@ class _Archive:
             message = f"{path} hashes to {actual}, not {expected}; the blob was altered"
             self.note(unsafe, Code.DIGEST_MISMATCH, message)
 
+    def add_tags(self, tags: Iterable[str]) -> None:
+        """Keep the first ``MAX_TAGS`` tags, taking no more from ``tags`` than that."""
+        self.tags.extend(itertools.islice(tags, max(0, MAX_TAGS - len(self.tags))))
+
     def note(self, kind: Any, code: Code, message: str) -> None:
         self.add([kind(code, f"{FORMAT}: {message}")])
 
@@ -482,12 +492,15 @@ def _repo_tags(manifest: Any) -> list[str]:
     ]
 
 
-def _repositories(document: Any) -> list[str]:
+def _repositories(document: Any) -> Iterator[str]:
+    """``repo:tag`` of the legacy ``repositories`` file. A name longer than Docker allows (255
+    characters a repository, 128 a tag) names no image docker load accepts: it is no tag, and
+    each of a million tags once made a copy of one 2 MB repository name."""
     if not isinstance(document, dict):
-        return []
-    return [
-        f"{repo}:{tag}" for repo, tags in document.items() if isinstance(tags, dict) for tag in tags
-    ]
+        return
+    for repo, tags in document.items():
+        if isinstance(tags, dict) and len(repo) <= MAX_REPOSITORY:
+            yield from (f"{repo}:{tag}" for tag in tags if len(tag) <= MAX_TAG)
 
 
 def _list(document: Any, key: str) -> list[Any]:

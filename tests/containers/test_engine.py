@@ -576,6 +576,30 @@ def test_images_past_a_few_dozen_are_not_read() -> None:
     assert "100 manifest.json entries; only the first 64 were read" in report.findings[0].message
 
 
+def test_repositories_give_a_few_hundred_tags_of_names_docker_accepts() -> None:
+    # Each tag copied its repository's name: one 1 MB name and 300 tags held 300 MB.
+    import json
+
+    repositories = {"r" * 256: {"t": "x"}, "ok": {f"{n:x}": "x" for n in range(1000)}}
+    files = {
+        "manifest.json": json.dumps([{"Config": "c.json", "Layers": []}]).encode(),
+        "c.json": json.dumps({"architecture": "amd64", "os": "linux"}).encode(),
+        "repositories": json.dumps(repositories).encode(),
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+
+    report = imgfmt.inspect(BytesSource(buffer.getvalue(), "tags.tar"))
+
+    tags = report.details["tags"]
+    assert len(tags) == 256
+    assert all(tag.startswith("ok:") for tag in tags)
+
+
 def test_findings_of_a_layers_members_are_counted_past_a_few_hundred() -> None:
     # A 150 KB zstd layer of 99000 members named '../x' made 99000 findings: four such
     # layers took 13 s to print.
