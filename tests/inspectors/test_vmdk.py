@@ -204,6 +204,19 @@ def test_many_extents_are_capped() -> None:
     assert len(result.findings) < 4200
 
 
+def test_extent_files_past_a_few_dozen_are_summed_up() -> None:
+    # 3650 findings a 64 KiB descriptor: an OVA of 100 such printed 76 MB in 14 s.
+    # A file named only by qemu's scan across lines is in no details list: it comes first.
+    text = HEADER + "# x\n" + 'RW 1 VMFS "a"\n' * 100 + 'RW\n2048 FLAT\n"/etc/shadow" 0\n'
+    result = _descriptor(text)
+
+    external = [f.message for f in result.findings if str(f.code) == "external-extent"]
+    assert len(external) == 65
+    assert "'/etc/shadow'" in external[0]
+    assert external[-1].startswith("vmdk: 37 more extents name files outside this image")
+    assert len(result.details["extents"]) == 100
+
+
 def test_embedded_extent_with_path_is_external() -> None:
     data = bytearray(common.head(str(BY_NAME["sparse.vmdk"]["path"]), FUZZ_WINDOW))
     text = bytes(data[0x200:0x2A00]).split(b"\0", 1)[0]
