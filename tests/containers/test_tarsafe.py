@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tarfile
-import time
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import given, settings
@@ -136,20 +136,16 @@ def test_bad_checksum_is_a_format_error() -> None:
         _walk(bytes(data))
 
 
-def test_a_checksum_of_signed_bytes_is_accepted_and_cheap() -> None:
-    # Old tars summed signed chars. The sum of every header was a Python loop per byte:
-    # 25 us a header, 2.5 s for a layer of 100000 empty members (150 KB of zstd).
+def test_a_checksum_of_signed_bytes_is_accepted() -> None:
+    # Old tars summed signed chars; the sum is counted without a Python loop per byte (that
+    # loop cost 25 us a header, 2.5 s for a layer of 100000 empty members).
     header = bytearray(_file("\xe9t\xe9")[0].tobuf(tarfile.USTAR_FORMAT))
     header[148:156] = b" " * 8
     signed = sum(b - 256 if b > 127 else b for b in header)
     header[148:156] = b"%06o\0 " % signed
     block = bytes(header) + bytes(512)
 
-    start = time.process_time()
-    for _ in range(100_000):
-        assert tarsafe._checksum_ok(block)
-
-    assert time.process_time() - start < 1
+    assert tarsafe._checksum_ok(block)
     assert [m.name for m in _walk(block + bytes(1024))] == ["\xe9t\xe9"]
 
 
@@ -260,17 +256,26 @@ def test_global_sparse_records_make_every_later_member_sparse() -> None:
     assert [m.sparse for m in _walk(archive)] == [True, True]
 
 
-def test_many_global_records_cost_nothing_per_member() -> None:
+def test_global_records_are_scanned_once_not_for_every_member(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Every member copied and scanned all global records: 80000 and 1000 members took 9 s.
-    records = _pax(**{f"k{i}": "" for i in range(80_000)})
-    files = _archive(*(_file(f"m{i}") for i in range(1000)), fmt=tarfile.USTAR_FORMAT)
-    archive = _extension(b"g", records) + files
+    scanned: list[int] = []
+    sparse = tarsafe._sparse
 
-    start = time.process_time()
-    members = _walk(archive)
+    def counted(records: Iterable[str]) -> bool:
+        keys = list(records)
+        scanned.append(len(keys))
+        return sparse(keys)
 
-    assert len(members) == 1000
-    assert time.process_time() - start < 2
+    monkeypatch.setattr(tarsafe, "_sparse", counted)
+    records = _pax(**{f"k{i}": "" for i in range(2000)})
+    files = _archive(*(_file(f"m{i}") for i in range(100)), fmt=tarfile.USTAR_FORMAT)
+
+    members = _walk(_extension(b"g", records) + files)
+
+    assert len(members) == 100
+    assert sum(scanned) == 2000
 
 
 def test_links_inside_an_image_store_are_allowed() -> None:
