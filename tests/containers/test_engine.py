@@ -8,7 +8,7 @@ import lzma
 import struct
 import tarfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -102,11 +102,26 @@ def test_compressed_bytes_that_decompress_to_nothing_are_refused_early(
     assert "decompress to only 0" in report.findings[0].message
 
 
+def _add(out: tarfile.TarFile, files: Iterable[tuple[str, bytes]]) -> None:
+    for name, data in files:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        out.addfile(info, io.BytesIO(data))
+
+
+def _tar(files: Iterable[tuple[str, bytes]]) -> bytes:
+    """A ustar archive of regular files."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
+        _add(out, files)
+    return buffer.getvalue()
+
+
 def _rewritten(
     path: Path,
     edit: Callable[[tarfile.TarInfo, bytes], bytes],
     added: Mapping[str, bytes] = MappingProxyType({}),
-) -> io.BytesIO:
+) -> bytes:
     """A copy of the archive at ``path`` whose regular members' data went through ``edit``,
     followed by the ``added`` files (read after the copy, so ``edit`` may fill them in)."""
     buffer = io.BytesIO()
@@ -121,11 +136,8 @@ def _rewritten(
             data = edit(member, original.extractfile(member).read())  # type: ignore[union-attr]
             member.size = len(data)
             out.addfile(member, io.BytesIO(data))
-        for name, data in added.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
-    return buffer
+        _add(out, added.items())
+    return buffer.getvalue()
 
 
 def test_docker_layer_of_empty_gzip_members_is_refused_early(
@@ -135,12 +147,12 @@ def test_docker_layer_of_empty_gzip_members_is_refused_early(
 
     monkeypatch.setattr(compressed, "MAX_INPUT_AHEAD", 64 * 1024)
     empty_members = gzip.compress(b"", mtime=0) * 20_000
-    buffer = _rewritten(
+    archive = _rewritten(
         BUILD["docker.tar"],
         lambda member, data: empty_members if member.name.endswith(".tar") else data,
     )
 
-    report = imgfmt.inspect(BytesSource(buffer.getvalue(), "empty-layer.tar"))
+    report = imgfmt.inspect(BytesSource(archive, "empty-layer.tar"))
 
     messages = [f.message for f in report.findings if f.code == "invalid-header"]
     assert any("decompress to only 0" in m for m in messages), report.findings
@@ -159,13 +171,8 @@ def test_the_compressed_disks_of_one_ova_share_one_cap(monkeypatch: pytest.Monke
         f'xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References>{refs}</References>'
         "</Envelope>"
     ).encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
-        for name, data in [("a.ovf", descriptor), *((f"d{n}.gz", bomb) for n in range(20))]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
-    source = BytesSource(buffer.getvalue(), "bombs.ova")
+    archive = _tar([("a.ovf", descriptor), *((f"d{n}.gz", bomb) for n in range(20))])
+    source = BytesSource(archive, "bombs.ova")
 
     report = imgfmt.inspect(source)
 
@@ -347,11 +354,7 @@ def test_ova_with_a_repeated_file_id_keeps_the_unsafe_disk(tmp_path: Path) -> No
     ovf = ovf.replace(b'<File ovf:id="file1" ', first)
     evil = b'version=1\ncreateType="monolithicFlat"\nRW 8 FLAT "/etc/passwd" 0\n'
     path = tmp_path / "repeated-id.ova"
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in (("appliance.ovf", ovf), ("evil.vmdk", evil), ("disk.vmdk", disk)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(_tar((("appliance.ovf", ovf), ("evil.vmdk", evil), ("disk.vmdk", disk))))
 
     report = imgfmt.inspect(path)
 
@@ -362,7 +365,7 @@ def test_ova_with_a_repeated_file_id_keeps_the_unsafe_disk(tmp_path: Path) -> No
 
 def _with_index(
     edit: Callable[[dict[str, Any]], None], added: Mapping[str, bytes] = MappingProxyType({})
-) -> io.BytesIO:
+) -> bytes:
     """A copy of the OCI fixture archive whose index.json went through ``edit``."""
     import json
 
@@ -411,14 +414,14 @@ def test_oci_indexes_naming_one_manifest_many_times_read_it_once() -> None:
             }
         index["manifests"] = [entry, entry]
 
-    buffer = _with_index(fan_out, blobs)
-    source = BytesSource(buffer.getvalue(), "fan-out.tar")
+    archive = _with_index(fan_out, blobs)
+    source = BytesSource(archive, "fan-out.tar")
 
     report = imgfmt.inspect(source)
 
     assert report.safe, report.findings
     assert len(report.details["images"]) == 1
-    assert source.bytes_read < 4 * len(buffer.getvalue())
+    assert source.bytes_read < 4 * len(archive)
 
 
 @pytest.mark.parametrize("media_type", [[], {}])
@@ -427,9 +430,9 @@ def test_oci_index_entry_whose_media_type_is_no_string_is_no_index(media_type: A
     def retype(index: dict[str, Any]) -> None:
         index["manifests"][0]["mediaType"] = media_type
 
-    buffer = _with_index(retype)
+    archive = _with_index(retype)
 
-    report = imgfmt.inspect(BytesSource(buffer.getvalue(), "media-type.tar"))
+    report = imgfmt.inspect(BytesSource(archive, "media-type.tar"))
 
     assert report.container_format == "docker"
     assert len(report.details["images"]) == 1
@@ -441,12 +444,8 @@ def test_docker_save_oci_manifest_json_describing_another_image_is_walked_and_un
     import hashlib
     import json
 
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        info = tarfile.TarInfo("../../etc/cron.d/x")
-        info.size = 4
-        tar.addfile(info, io.BytesIO(b"evil"))
-    evil = f"blobs/sha256/{hashlib.sha256(layer.getvalue()).hexdigest()}"
+    layer = _tar([("../../etc/cron.d/x", b"evil")])
+    evil = f"blobs/sha256/{hashlib.sha256(layer).hexdigest()}"
 
     def retarget(member: tarfile.TarInfo, data: bytes) -> bytes:
         if member.name != "manifest.json":
@@ -455,9 +454,9 @@ def test_docker_save_oci_manifest_json_describing_another_image_is_walked_and_un
         manifest[0]["Layers"] = [evil]
         return json.dumps(manifest).encode()
 
-    buffer = _rewritten(BUILD["docker-oci.tar"], retarget, {evil: layer.getvalue()})
+    archive = _rewritten(BUILD["docker-oci.tar"], retarget, {evil: layer})
 
-    report = imgfmt.inspect(BytesSource(buffer.getvalue(), "split.tar"))
+    report = imgfmt.inspect(BytesSource(archive, "split.tar"))
 
     assert not report.safe
     # the layer is walked (its ../ member), and its DiffID is not the config's
@@ -490,17 +489,14 @@ def test_layers_share_one_decompression_cap(monkeypatch: pytest.MonkeyPatch) -> 
         ).encode()
     )
     index = {"schemaVersion": 2, "manifests": [{"digest": manifest[0]}]}
-    files = {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}', "index.json": json.dumps(index)}
+    files = {
+        "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+        "index.json": json.dumps(index).encode(),
+    }
     for digest, data in (*layers, config, manifest):
         files[f"blobs/sha256/{digest[7:]}"] = data
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
-        for name, data in files.items():
-            raw = data.encode() if isinstance(data, str) else data
-            info = tarfile.TarInfo(name)
-            info.size = len(raw)
-            out.addfile(info, io.BytesIO(raw))
-    source = BytesSource(buffer.getvalue(), "three-layers.tar")
+    archive = _tar(files.items())
+    source = BytesSource(archive, "three-layers.tar")
 
     assert imgfmt.inspect(source).safe
     monkeypatch.setattr(docker, "MAX_TOTAL_UNCOMPRESSED", 2 * (64 * 1024 + 4096))
@@ -514,25 +510,16 @@ def test_a_layer_named_by_many_paths_is_walked_once() -> None:
     # 1 GiB zstd layer 64 times walked 64 GiB.
     import json
 
-    walked = io.BytesIO()
-    with tarfile.open(fileobj=walked, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        info = tarfile.TarInfo("zero")
-        info.size = 64 * 1024
-        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    walked = _tar([("zero", bytes(64 * 1024))])
     paths = ["/" * n + "layer.tar" for n in range(8)]
     config = {"architecture": "amd64", "os": "linux", "rootfs": {"diff_ids": []}}
     files = {
         "manifest.json": json.dumps([{"Config": "c.json", "Layers": paths}]).encode(),
         "c.json": json.dumps(config).encode(),
-        "layer.tar": walked.getvalue(),
+        "layer.tar": walked,
     }
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
-    source = BytesSource(buffer.getvalue(), "paths.tar")
+    archive = _tar(files.items())
+    source = BytesSource(archive, "paths.tar")
 
     report = imgfmt.inspect(source)
 
@@ -548,13 +535,8 @@ def test_a_config_named_by_many_paths_is_read_once() -> None:
 
     config = json.dumps({"architecture": "amd64", "os": "linux", "pad": "x" * 65536}).encode()
     entries = [{"Config": "/" * n + "c.json", "Layers": []} for n in range(50)]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
-        for name, data in (("manifest.json", json.dumps(entries).encode()), ("c.json", config)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
-    source = BytesSource(buffer.getvalue(), "configs.tar")
+    archive = _tar((("manifest.json", json.dumps(entries).encode()), ("c.json", config)))
+    source = BytesSource(archive, "configs.tar")
 
     report = imgfmt.inspect(source)
 
@@ -569,14 +551,9 @@ def test_layer_names_past_any_image_are_capped_and_their_findings_counted() -> N
     layers = [f"{n:x}" for n in range(3000)]
     entries = [{"Config": "c.json", "Layers": layers}]
     config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
-        for name, data in (("manifest.json", json.dumps(entries).encode()), ("c.json", config)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
+    archive = _tar((("manifest.json", json.dumps(entries).encode()), ("c.json", config)))
 
-    report = imgfmt.inspect(BytesSource(buffer.getvalue(), "layers.tar"))
+    report = imgfmt.inspect(BytesSource(archive, "layers.tar"))
 
     messages = [f.message for f in report.findings]
     assert messages[0] == "docker: 3000 c.json layers; only the first 1024 were read"
@@ -592,14 +569,9 @@ def test_images_past_a_few_dozen_are_not_read() -> None:
 
     entries = [{"Config": "c.json", "Layers": ["a"] * 100}] * 100
     config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
-        for name, data in (("manifest.json", json.dumps(entries).encode()), ("c.json", config)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
+    archive = _tar((("manifest.json", json.dumps(entries).encode()), ("c.json", config)))
 
-    report = imgfmt.inspect(BytesSource(buffer.getvalue(), "images.tar"))
+    report = imgfmt.inspect(BytesSource(archive, "images.tar"))
 
     assert len(report.details["images"]) == 64
     assert "100 manifest.json entries; only the first 64 were read" in report.findings[0].message
@@ -615,14 +587,9 @@ def test_repositories_give_a_few_hundred_tags_of_names_docker_accepts() -> None:
         "c.json": json.dumps({"architecture": "amd64", "os": "linux"}).encode(),
         "repositories": json.dumps(repositories).encode(),
     }
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
+    archive = _tar(files.items())
 
-    report = imgfmt.inspect(BytesSource(buffer.getvalue(), "tags.tar"))
+    report = imgfmt.inspect(BytesSource(archive, "tags.tar"))
 
     tags = report.details["tags"]
     assert len(tags) == 256
@@ -634,24 +601,16 @@ def test_findings_of_a_layers_members_are_counted_past_a_few_hundred() -> None:
     # layers took 13 s to print.
     import json
 
-    walked = io.BytesIO()
-    with tarfile.open(fileobj=walked, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for n in range(300):
-            tar.addfile(tarfile.TarInfo(f"../{n}"))
+    walked = _tar((f"../{n}", b"") for n in range(300))
     entries = [{"Config": "c.json", "Layers": ["layer.tar"]}]
     files = {
         "manifest.json": json.dumps(entries).encode(),
         "c.json": json.dumps({"architecture": "amd64", "os": "linux"}).encode(),
-        "layer.tar": walked.getvalue(),
+        "layer.tar": walked,
     }
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
+    archive = _tar(files.items())
 
-    report = imgfmt.inspect(BytesSource(buffer.getvalue(), "escapes.tar"))
+    report = imgfmt.inspect(BytesSource(archive, "escapes.tar"))
 
     assert len(report.findings) == 257
     assert report.findings[-1].message == "docker: 44 more problems were found, not listed"
@@ -666,15 +625,15 @@ def test_ova_descriptor_below_the_top_is_unsafe(tmp_path: Path) -> None:
         disk = tar.extractfile("disk.vmdk").read()  # type: ignore[union-attr]
     evil = b'version=1\ncreateType="monolithicFlat"\nRW 8 FLAT "/etc/passwd" 0\n'
     path = tmp_path / "below.ova"
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as out:
-        for name, data in (
-            ("sub/appliance.ovf", ovf),
-            ("disk.vmdk", disk),
-            ("sub/disk.vmdk", evil),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
+    path.write_bytes(
+        _tar(
+            (
+                ("sub/appliance.ovf", ovf),
+                ("disk.vmdk", disk),
+                ("sub/disk.vmdk", evil),
+            )
+        )
+    )
 
     report = imgfmt.inspect(path)
 
