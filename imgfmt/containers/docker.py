@@ -42,6 +42,11 @@ MAX_LAYER_UNCOMPRESSED = 16 * 1024 * 1024 * 1024
 #: Uncompressed bytes walked over all layers: each layer's cap alone lets an archive of many
 #: small bombs (a 16 GiB layer of zeros is 600 KiB of zstd) keep imgfmt busy for hours.
 MAX_TOTAL_UNCOMPRESSED = 4 * MAX_LAYER_UNCOMPRESSED
+#: A layer decompresses to at most this many times its compressed size, plus LAYER_SLACK.
+#: gzip cannot pass 1032:1, so only a zstd or xz bomb meets this: without it a 2 MB archive of
+#: four 16 GiB zstd layers of zeros walked the whole 64 GiB, about a minute.
+MAX_LAYER_RATIO = 1024
+LAYER_SLACK = 64 * 1024 * 1024
 #: Images (manifest.json entries, index entries) and layers of one image read: Docker stacks
 #: at most 127 layers. Each name is a lookup and maybe a finding: 400000 layer names in a
 #: 3.5 MB archive made as many findings, 9 s for imgfmt inspect. Each image lists its layers
@@ -309,7 +314,11 @@ class _Archive:
         )
         kind = compression(raw.peek(16)[:16])
         stream = open_decompressed(kind, raw) if kind else raw
-        cap = min(MAX_LAYER_UNCOMPRESSED, MAX_TOTAL_UNCOMPRESSED - self.uncompressed)
+        cap = min(
+            MAX_LAYER_UNCOMPRESSED,
+            MAX_TOTAL_UNCOMPRESSED - self.uncompressed,
+            MAX_LAYER_RATIO * member.size + LAYER_SLACK,
+        )
         tap = _Tap(stream, f"{FORMAT} layer {path}", cap)
         members: list[TarMember] = []
         try:
@@ -411,7 +420,8 @@ class _Tap:
             raise FormatError(
                 self.fmt,
                 f"decompresses past {self.cap} bytes ({MAX_LAYER_UNCOMPRESSED} a layer, "
-                f"{MAX_TOTAL_UNCOMPRESSED} for all layers); a bomb or too large",
+                f"{MAX_TOTAL_UNCOMPRESSED} for all layers, {MAX_LAYER_RATIO} times a layer's "
+                f"compressed size plus {LAYER_SLACK}); a bomb or too large",
             )
         self.hash.update(data)
         self.size += len(data)

@@ -464,27 +464,22 @@ def test_docker_save_oci_manifest_json_describing_another_image_is_walked_and_un
     assert codes == {"invalid-header", "unsafe-member", "digest-mismatch"}
 
 
-def test_layers_share_one_decompression_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Each layer may decompress to 16 GiB: 100 small bombs made hours of work before.
+def _oci_archive(*layers: bytes, media_type: str) -> bytes:
+    """An OCI image layout archive of one linux/amd64 image of ``layers``."""
     import hashlib
     import json
-
-    from imgfmt.containers import docker
 
     def blob(data: bytes) -> tuple[str, bytes]:
         return f"sha256:{hashlib.sha256(data).hexdigest()}", data
 
-    layers = [blob(gzip.compress(bytes(64 * 1024) + bytes([n]), mtime=0)) for n in range(3)]
+    blobs = [blob(layer) for layer in layers]
     config = blob(json.dumps({"architecture": "amd64", "os": "linux"}).encode())
     manifest = blob(
         json.dumps(
             {
                 "schemaVersion": 2,
                 "config": {"digest": config[0], "size": len(config[1])},
-                "layers": [
-                    {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d}
-                    for d, _ in layers
-                ],
+                "layers": [{"mediaType": media_type, "digest": d} for d, _ in blobs],
             }
         ).encode()
     )
@@ -493,9 +488,17 @@ def test_layers_share_one_decompression_cap(monkeypatch: pytest.MonkeyPatch) -> 
         "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
         "index.json": json.dumps(index).encode(),
     }
-    for digest, data in (*layers, config, manifest):
+    for digest, data in (*blobs, config, manifest):
         files[f"blobs/sha256/{digest[7:]}"] = data
-    archive = _tar(files.items())
+    return _tar(files.items())
+
+
+def test_layers_share_one_decompression_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each layer may decompress to 16 GiB: 100 small bombs made hours of work before.
+    from imgfmt.containers import docker
+
+    layers = [gzip.compress(bytes(64 * 1024) + bytes([n]), mtime=0) for n in range(3)]
+    archive = _oci_archive(*layers, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
     source = BytesSource(archive, "three-layers.tar")
 
     assert imgfmt.inspect(source).safe
@@ -503,6 +506,29 @@ def test_layers_share_one_decompression_cap(monkeypatch: pytest.MonkeyPatch) -> 
     report = imgfmt.inspect(source)
     assert [str(f.code) for f in report.findings] == ["decompression-limit"]
     assert "for all layers" in report.findings[0].message
+
+
+def test_a_layer_past_a_thousand_times_its_compressed_size_is_a_bomb() -> None:
+    # 16 GiB of zeros are 600 KiB of zstd: four such layers walked 64 GiB, about a minute.
+    import zstandard
+
+    from imgfmt.containers import docker
+
+    zeros = 80 * 1024 * 1024
+    compressor = zstandard.ZstdCompressor().compressobj()
+    layer = compressor.compress(_tar_block("zero", zeros))
+    mebibyte = bytes(1024 * 1024)
+    for _ in range(zeros // len(mebibyte)):
+        layer += compressor.compress(mebibyte)
+    layer += compressor.compress(bytes(1024)) + compressor.flush()
+    archive = _oci_archive(layer, media_type="application/vnd.oci.image.layer.v1.tar+zstd")
+
+    report = imgfmt.inspect(BytesSource(archive, "zstd-bomb.tar"))
+
+    cap = docker.MAX_LAYER_RATIO * len(layer) + docker.LAYER_SLACK
+    assert cap < zeros
+    assert [str(f.code) for f in report.findings] == ["decompression-limit"]
+    assert f"decompresses past {cap} bytes" in report.findings[0].message
 
 
 def test_a_layer_named_by_many_paths_is_walked_once() -> None:
