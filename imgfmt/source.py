@@ -38,17 +38,18 @@ class Tally:
 class Source(ABC):
     """Random access to an image's bytes."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, parent: Source | None = None) -> None:
         self.name = name
         self.bytes_read = 0
         #: Offsets a probe wanted but a stream had not kept (see ``probe_bytes``).
         self.probe_unread: list[int] = []
-        #: Bytes decompressed from this source and the sources made from it, which share the
-        #: tally: the compressed disks of one archive share one cap (``containers.compressed``).
-        self.decompressed = Tally()
+        #: Bytes decompressed from this source and the sources made from it (``parent``),
+        #: which share the tally: the compressed disks of one archive share one cap
+        #: (``containers.compressed``).
+        self.decompressed: Tally = parent.decompressed if parent else Tally()
         #: libmagic runs on this source and the sources made from it, shared the same way:
         #: past a few, a raw disk inside an archive is not named (``detect._magic``).
-        self.described = Tally()
+        self.described: Tally = parent.described if parent else Tally()
 
     @property
     @abstractmethod
@@ -163,10 +164,8 @@ class SliceSource(Source):
     """``length`` bytes of ``parent`` starting at ``start``, seen as a source of their own."""
 
     def __init__(self, parent: Source, start: int, length: int, name: str) -> None:
-        super().__init__(name)
+        super().__init__(name, parent)
         self._parent = parent
-        self.decompressed = parent.decompressed
-        self.described = parent.described
         self._start = start
         self._length = length
 
@@ -184,8 +183,10 @@ class StreamSource(Source):
     Memory held is at most ``head + tail`` bytes whatever the stream's length.
     """
 
-    def __init__(self, head: bytes, tail: bytes, size: int, name: str) -> None:
-        super().__init__(name)
+    def __init__(
+        self, head: bytes, tail: bytes, size: int, name: str, parent: Source | None = None
+    ) -> None:
+        super().__init__(name, parent)
         if len(head) + len(tail) == size:
             # The whole stream was kept: one buffer, not a join of 8 MiB for every read.
             head, tail = head + tail, b""

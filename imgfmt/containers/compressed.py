@@ -361,10 +361,7 @@ def inspect_compressed(
     left = max(0, cap - source.decompressed.count)
     head, tail, size, capped = _drain(source, left)
     source.decompressed.count += size
-    stream = StreamSource(head, tail, size, f"{source.name} (decompressed)")
-    stream.decompressed = source.decompressed
-    stream.described = source.described
-    inner = inspect_member(stream)
+    inner = inspect_member(StreamSource(head, tail, size, f"{source.name} (decompressed)", source))
     details = {
         "compression": kind,
         "compressed_size": source.size,
