@@ -1185,7 +1185,8 @@ def _no_qemu_extents(at: int) -> Finding:
 def _more_external(count: int, at: int) -> Finding:
     return unsafe(
         Code.EXTERNAL_EXTENT,
-        f"vmdk: {count} more extents name files outside this image (details.extents lists them)",
+        f"vmdk: {count} more extents name files outside this image (details.extents lists"
+        " those on the descriptor's extent lines)",
         at,
     )
 
