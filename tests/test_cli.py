@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import select
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from imgfmt.cli.main import cli
+from tests.conftest import ovf_descriptor, tar_of
 
 
 def _qcow2(path: Path, size: str = "1M", *extra: str) -> Path:
@@ -130,18 +129,9 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path) -> None:
 
 def test_a_wide_cell_folds_instead_of_widening_every_row(tmp_path: Path) -> None:
     # An OVA of 2000 files: each member row was padded to the 94 KB files cell (775 MB RSS).
-    refs = "".join(f'<File ovf:id="f{i}" ovf:href="d{i}"/>' for i in range(300))
-    ovf = (
-        '<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" '
-        f'xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References>{refs}</References>'
-        "</Envelope>"
-    ).encode()
+    ovf = ovf_descriptor(f"d{i}" for i in range(300))
     archive = tmp_path / "many.ova"
-    with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in [("a.ovf", ovf), *((f"d{i}", b"x" * 512) for i in range(300))]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    archive.write_bytes(tar_of([("a.ovf", ovf), *((f"d{i}", b"x" * 512) for i in range(300))]))
 
     code, out, _ = _run("inspect", str(archive))
 

@@ -8,7 +8,7 @@ import lzma
 import struct
 import tarfile
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -20,7 +20,7 @@ from imgfmt.containers import InspectMember
 from imgfmt.containers.compressed import CompressedContainer, inspect_compressed
 from imgfmt.detect import inspect_source
 from imgfmt.source import BytesSource, Source, StreamSource
-from tests.conftest import fixture_entries
+from tests.conftest import add_files, fixture_entries, ovf_descriptor, tar_of
 
 BUILD = {e["name"]: e["path"] for e in fixture_entries() if e["recipe"] in {"ova", "docker"}}
 BUILD.update({e["name"]: e["path"] for e in fixture_entries() if e["recipe"] == "compressed"})
@@ -102,21 +102,6 @@ def test_compressed_bytes_that_decompress_to_nothing_are_refused_early(
     assert "decompress to only 0" in report.findings[0].message
 
 
-def _add(out: tarfile.TarFile, files: Iterable[tuple[str, bytes]]) -> None:
-    for name, data in files:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        out.addfile(info, io.BytesIO(data))
-
-
-def _tar(files: Iterable[tuple[str, bytes]]) -> bytes:
-    """A ustar archive of regular files."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as out:
-        _add(out, files)
-    return buffer.getvalue()
-
-
 def _rewritten(
     path: Path,
     edit: Callable[[tarfile.TarInfo, bytes], bytes],
@@ -136,7 +121,7 @@ def _rewritten(
             data = edit(member, original.extractfile(member).read())  # type: ignore[union-attr]
             member.size = len(data)
             out.addfile(member, io.BytesIO(data))
-        _add(out, added.items())
+        add_files(out, added.items())
     return buffer.getvalue()
 
 
@@ -165,13 +150,8 @@ def test_the_compressed_disks_of_one_ova_share_one_cap(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(CompressedContainer, "inspect", classmethod(small_cap))
     bomb = gzip.compress(bytes(2 << 20), mtime=0)
-    refs = "".join(f'<File ovf:id="f{n}" ovf:href="d{n}.gz"/>' for n in range(20))
-    descriptor = (
-        '<?xml version="1.0"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" '
-        f'xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References>{refs}</References>'
-        "</Envelope>"
-    ).encode()
-    archive = _tar([("a.ovf", descriptor), *((f"d{n}.gz", bomb) for n in range(20))])
+    descriptor = ovf_descriptor(f"d{n}.gz" for n in range(20))
+    archive = tar_of([("a.ovf", descriptor), *((f"d{n}.gz", bomb) for n in range(20))])
     source = BytesSource(archive, "bombs.ova")
 
     report = imgfmt.inspect(source)
@@ -277,12 +257,7 @@ def test_no_image_is_named_by_libmagic(tmp_path: Path) -> None:
 def test_libmagic_names_only_the_first_raw_disks_of_an_archive() -> None:
     # libmagic spends 0.2 s on 8 KiB of blank lines: an 880 KB OVA of 100 such files took 20 s.
     names = [f"d{n}" for n in range(6)]
-    refs = "".join(f'<File ovf:id="{name}" ovf:href="{name}"/>' for name in names)
-    ovf = (
-        '<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" '
-        f'xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References>{refs}</References>'
-        "</Envelope>"
-    ).encode()
+    ovf = ovf_descriptor(names)
     archive = _tar_block("a.ovf", len(ovf)) + _padded(ovf)
     for name in names:
         archive += _tar_block(name, 8192) + b"\n" * 8192
@@ -354,7 +329,7 @@ def test_ova_with_a_repeated_file_id_keeps_the_unsafe_disk(tmp_path: Path) -> No
     ovf = ovf.replace(b'<File ovf:id="file1" ', first)
     evil = b'version=1\ncreateType="monolithicFlat"\nRW 8 FLAT "/etc/passwd" 0\n'
     path = tmp_path / "repeated-id.ova"
-    path.write_bytes(_tar((("appliance.ovf", ovf), ("evil.vmdk", evil), ("disk.vmdk", disk))))
+    path.write_bytes(tar_of((("appliance.ovf", ovf), ("evil.vmdk", evil), ("disk.vmdk", disk))))
 
     report = imgfmt.inspect(path)
 
@@ -444,7 +419,7 @@ def test_docker_save_oci_manifest_json_describing_another_image_is_walked_and_un
     import hashlib
     import json
 
-    layer = _tar([("../../etc/cron.d/x", b"evil")])
+    layer = tar_of([("../../etc/cron.d/x", b"evil")])
     evil = f"blobs/sha256/{hashlib.sha256(layer).hexdigest()}"
 
     def retarget(member: tarfile.TarInfo, data: bytes) -> bytes:
@@ -490,7 +465,7 @@ def _oci_archive(*layers: bytes, media_type: str) -> bytes:
     }
     for digest, data in (*blobs, config, manifest):
         files[f"blobs/sha256/{digest[7:]}"] = data
-    return _tar(files.items())
+    return tar_of(files.items())
 
 
 def test_layers_share_one_decompression_cap(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -536,7 +511,7 @@ def test_a_layer_named_by_many_paths_is_walked_once() -> None:
     # 1 GiB zstd layer 64 times walked 64 GiB.
     import json
 
-    walked = _tar([("zero", bytes(64 * 1024))])
+    walked = tar_of([("zero", bytes(64 * 1024))])
     paths = ["/" * n + "layer.tar" for n in range(8)]
     config = {"architecture": "amd64", "os": "linux", "rootfs": {"diff_ids": []}}
     files = {
@@ -544,7 +519,7 @@ def test_a_layer_named_by_many_paths_is_walked_once() -> None:
         "c.json": json.dumps(config).encode(),
         "layer.tar": walked,
     }
-    archive = _tar(files.items())
+    archive = tar_of(files.items())
     source = BytesSource(archive, "paths.tar")
 
     report = imgfmt.inspect(source)
@@ -561,7 +536,7 @@ def test_a_config_named_by_many_paths_is_read_once() -> None:
 
     config = json.dumps({"architecture": "amd64", "os": "linux", "pad": "x" * 65536}).encode()
     entries = [{"Config": "/" * n + "c.json", "Layers": []} for n in range(50)]
-    archive = _tar((("manifest.json", json.dumps(entries).encode()), ("c.json", config)))
+    archive = tar_of((("manifest.json", json.dumps(entries).encode()), ("c.json", config)))
     source = BytesSource(archive, "configs.tar")
 
     report = imgfmt.inspect(source)
@@ -577,7 +552,7 @@ def test_layer_names_past_any_image_are_capped_and_their_findings_counted() -> N
     layers = [f"{n:x}" for n in range(3000)]
     entries = [{"Config": "c.json", "Layers": layers}]
     config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
-    archive = _tar((("manifest.json", json.dumps(entries).encode()), ("c.json", config)))
+    archive = tar_of((("manifest.json", json.dumps(entries).encode()), ("c.json", config)))
 
     report = imgfmt.inspect(BytesSource(archive, "layers.tar"))
 
@@ -595,7 +570,7 @@ def test_images_past_a_few_dozen_are_not_read() -> None:
 
     entries = [{"Config": "c.json", "Layers": ["a"] * 100}] * 100
     config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
-    archive = _tar((("manifest.json", json.dumps(entries).encode()), ("c.json", config)))
+    archive = tar_of((("manifest.json", json.dumps(entries).encode()), ("c.json", config)))
 
     report = imgfmt.inspect(BytesSource(archive, "images.tar"))
 
@@ -613,7 +588,7 @@ def test_repositories_give_a_few_hundred_tags_of_names_docker_accepts() -> None:
         "c.json": json.dumps({"architecture": "amd64", "os": "linux"}).encode(),
         "repositories": json.dumps(repositories).encode(),
     }
-    archive = _tar(files.items())
+    archive = tar_of(files.items())
 
     report = imgfmt.inspect(BytesSource(archive, "tags.tar"))
 
@@ -627,14 +602,14 @@ def test_findings_of_a_layers_members_are_counted_past_a_few_hundred() -> None:
     # layers took 13 s to print.
     import json
 
-    walked = _tar((f"../{n}", b"") for n in range(300))
+    walked = tar_of((f"../{n}", b"") for n in range(300))
     entries = [{"Config": "c.json", "Layers": ["layer.tar"]}]
     files = {
         "manifest.json": json.dumps(entries).encode(),
         "c.json": json.dumps({"architecture": "amd64", "os": "linux"}).encode(),
         "layer.tar": walked,
     }
-    archive = _tar(files.items())
+    archive = tar_of(files.items())
 
     report = imgfmt.inspect(BytesSource(archive, "escapes.tar"))
 
@@ -652,7 +627,7 @@ def test_ova_descriptor_below_the_top_is_unsafe(tmp_path: Path) -> None:
     evil = b'version=1\ncreateType="monolithicFlat"\nRW 8 FLAT "/etc/passwd" 0\n'
     path = tmp_path / "below.ova"
     path.write_bytes(
-        _tar(
+        tar_of(
             (
                 ("sub/appliance.ovf", ovf),
                 ("disk.vmdk", disk),
